@@ -1,0 +1,236 @@
+//! The node: its state, and what each request does to it.
+//!
+//! [`Node::handle`] takes the bytes of one framed object, parses it with
+//! [`crate::protocol`], applies it to the [`Pool`], and writes exactly one
+//! reply line, or says why the input cannot be answered at all. Every
+//! request is validated completely before anything changes, so a refused
+//! request leaves the state as it was.
+
+use crate::engine::{Algorithm, EngineError, NoBackend, Pool};
+use crate::protocol::{
+    self, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply, Request, RequestComplete,
+};
+
+/// The state of one leastconn node.
+#[derive(Debug, Default)]
+pub struct Node {
+    /// The `node_id` of the last `init` that carried one.
+    id: Option<String>,
+    pool: Pool,
+    algorithm: Algorithm,
+}
+
+/// Why input was framed as an object but cannot be answered.
+pub type Unanswerable = String;
+
+impl Node {
+    pub fn new() -> Self {
+        Node::default()
+    }
+
+    /// The pool as it stands.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Handles one message and appends its reply line to `out`.
+    pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
+        let envelope = protocol::parse_envelope(bytes)?;
+        let body = protocol::parse_body(envelope.body);
+        let outcome = body.request.and_then(|request| self.apply(request));
+        Outgoing {
+            src: self.id.as_deref().unwrap_or(&envelope.dest),
+            dest: &envelope.src,
+            in_reply_to: body.msg_id,
+            reply: self.reply(outcome),
+        }
+        .write_line(out);
+        Ok(())
+    }
+
+    fn apply(&mut self, request: Request<'_>) -> Result<Outcome, ProtocolError> {
+        match request {
+            Request::Init(init) => self.init(init),
+            Request::HttpRequest(request) => self.route(request),
+            Request::RequestComplete(done) => self.complete(done),
+        }
+    }
+
+    fn init(&mut self, init: Init<'_>) -> Result<Outcome, ProtocolError> {
+        let pool = Pool::with_backends(init.backends.iter().map(|n| &**n)).map_err(refusal)?;
+        self.pool = pool;
+        self.algorithm = init.algorithm;
+        if let Some(id) = init.node_id {
+            self.id = Some(id.into_owned());
+        }
+        Ok(Outcome::InitOk)
+    }
+
+    fn route(&mut self, request: HttpRequest<'_>) -> Result<Outcome, ProtocolError> {
+        if let Some(snapshot) = &request.snapshot {
+            let entries: Vec<(&str, u64)> = snapshot
+                .iter()
+                .map(|(name, count)| (&**name, *count))
+                .collect();
+            self.pool.apply_snapshot(&entries).map_err(refusal)?;
+        }
+        let algorithm = request.algorithm.unwrap_or(self.algorithm);
+        Ok(match self.pool.pick(algorithm) {
+            Ok(index) => Outcome::Routed(index),
+            Err(none) => Outcome::Unavailable(none),
+        })
+    }
+
+    fn complete(&mut self, done: RequestComplete<'_>) -> Result<Outcome, ProtocolError> {
+        let index = self.pool.complete(&done.backend).map_err(refusal)?;
+        Ok(Outcome::Completed(index))
+    }
+
+    fn reply(&self, outcome: Result<Outcome, ProtocolError>) -> Reply<'_> {
+        let name = |index| self.pool.get_index(index).map_or("", |(name, _)| name);
+        let pool = &self.pool;
+        match outcome {
+            Ok(Outcome::InitOk) => Reply::InitOk,
+            Ok(Outcome::Routed(index)) => Reply::Routed {
+                backend: name(index),
+                pool,
+            },
+            Ok(Outcome::Unavailable(none)) => Reply::Unavailable {
+                error: none.to_string(),
+                pool,
+            },
+            Ok(Outcome::Completed(index)) => Reply::RequestCompleteOk {
+                backend: name(index),
+                pool,
+            },
+            Err(e) => Reply::Error(e),
+        }
+    }
+}
+
+/// What a request did, by pool position.
+enum Outcome {
+    InitOk,
+    Routed(usize),
+    Unavailable(NoBackend),
+    Completed(usize),
+}
+
+/// The protocol error for an operation the engine refused.
+fn refusal(e: EngineError) -> ProtocolError {
+    let code = match e {
+        EngineError::EmptyName | EngineError::DuplicateBackend(_) => ErrorCode::MalformedRequest,
+        EngineError::UnknownBackend(_) => ErrorCode::KeyDoesNotExist,
+        EngineError::NoActiveConnection(_) => ErrorCode::PreconditionFailed,
+    };
+    ProtocolError::new(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Feeds each line to a node; returns each reply's body.
+    fn run(lines: &[&str]) -> Vec<Value> {
+        let mut node = Node::new();
+        lines
+            .iter()
+            .map(|line| {
+                let mut out = Vec::new();
+                node.handle(line.as_bytes(), &mut out).expect("answerable");
+                assert_eq!(out.last(), Some(&b'\n'));
+                let reply: Value = serde_json::from_slice(&out).expect("reply is JSON");
+                reply["body"].clone()
+            })
+            .collect()
+    }
+
+    fn msg(body: &str) -> String {
+        format!(r#"{{"src":"c","dest":"lb","body":{body}}}"#)
+    }
+
+    #[test]
+    fn a_refused_request_changes_nothing() {
+        let mut node = Node::new();
+        let mut out = Vec::new();
+        let init = msg(r#"{"type":"init","msg_id":1,"backends":["a","b"]}"#);
+        node.handle(init.as_bytes(), &mut out).unwrap();
+        let before = node.pool().clone();
+        // Valid snapshot entries followed by a bad one: none applied.
+        for bad in [
+            r#"{"type":"http_request","msg_id":2,"active_connections":{"a":7,"new":1,"b":-1}}"#,
+            r#"{"type":"http_request","msg_id":3,"active_connections":{"a":7},"algorithm":"x"}"#,
+            r#"{"type":"http_request","msg_id":4,"active_connections":{"a":7,"a":8}}"#,
+            r#"{"type":"init","msg_id":5,"node_id":"n9","backends":["x","x"]}"#,
+        ] {
+            node.handle(msg(bad).as_bytes(), &mut out).unwrap();
+            assert_eq!(node.pool(), &before, "{bad}");
+        }
+        assert_eq!(node.id, None, "a refused init must not set the node id");
+    }
+
+    #[test]
+    fn reply_source_is_the_node_id_once_known() {
+        let mut node = Node::new();
+        let mut out = Vec::new();
+        node.handle(
+            br#"{"src":"c","dest":"lb","body":{"type":"http_request"}}"#,
+            &mut out,
+        )
+        .unwrap();
+        node.handle(
+            br#"{"src":"c","dest":"lb","body":{"type":"init","node_id":"n1"}}"#,
+            &mut out,
+        )
+        .unwrap();
+        node.handle(
+            br#"{"src":"c","dest":"zz","body":{"type":"http_request"}}"#,
+            &mut out,
+        )
+        .unwrap();
+        let srcs: Vec<String> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<Value>(l).unwrap()["src"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(srcs, ["lb", "n1", "n1"]);
+    }
+
+    #[test]
+    fn the_course_worked_example() {
+        let replies = run(&[
+            &msg(r#"{"type":"init","msg_id":1,"backends":["api-1","api-2","api-3"]}"#),
+            &msg(r#"{"type":"http_request","msg_id":2,"algorithm":"least-connections"}"#),
+            &msg(r#"{"type":"http_request","msg_id":3}"#),
+            &msg(r#"{"type":"http_request","msg_id":4}"#),
+            &msg(r#"{"type":"request_complete","msg_id":5,"backend":"api-2"}"#),
+            &msg(r#"{"type":"http_request","msg_id":6}"#),
+        ]);
+        let picks: Vec<&str> = replies
+            .iter()
+            .filter_map(|r| r.get("backend").and_then(Value::as_str))
+            .collect();
+        assert_eq!(picks, ["api-1", "api-2", "api-3", "api-2", "api-2"]);
+        assert_eq!(
+            replies[5]["active_connections"],
+            serde_json::json!({"api-1":1,"api-2":1,"api-3":1})
+        );
+    }
+
+    #[test]
+    fn unanswerable_input_writes_nothing() {
+        let mut node = Node::new();
+        let mut out = Vec::new();
+        let err = node
+            .handle(br#"{"dest":"lb","body":{"type":"init"}}"#, &mut out)
+            .unwrap_err();
+        assert!(err.contains("no \"src\""), "{err}");
+        assert!(out.is_empty());
+    }
+}
