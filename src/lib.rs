@@ -1,5 +1,31 @@
 //! leastconn: a least-connections load balancer, spoken to as a
 //! Maelstrom-style node over JSON lines.
+//!
+//! For every HTTP request it is told about, the node picks the backend with
+//! the fewest active connections, counts that connection at once, and
+//! answers with the chosen backend and the updated counts. The wire
+//! protocol is specified in [`protocol`].
+//!
+//! # Layout
+//!
+//! One engine, front-ends around it. Data flows down this list and replies
+//! flow back up:
+//!
+//! - [`cli`]: the command line: arguments, `--help`, and which command runs.
+//!   `main.rs` only turns its result into an exit status.
+//! - [`event_loop`]: reads input, hands it to the framer, dispatches each
+//!   message to the node, writes replies and diagnostics, and decides when
+//!   to flush.
+//! - [`framing`]: cuts the byte stream into JSON objects with an incremental
+//!   syntax check, and says where malformed input went wrong.
+//! - [`node`]: the node's state (its id and the pool); applies one parsed
+//!   request to the engine and builds its reply.
+//! - [`protocol`]: typed messages: parses envelopes and bodies into requests
+//!   with Maelstrom error codes, and serializes replies.
+//! - [`engine`]: the balancing engine: the backend pool, counts, and the
+//!   selection algorithm. No I/O and no JSON; every front-end drives it.
+//! - [`fixture`]: recorded cases (input bytes, expected messages) replayed
+//!   against the binary, for `leastconn replay` and the test suite.
 #![forbid(unsafe_code)]
 
 pub mod cli;

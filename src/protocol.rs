@@ -1,14 +1,132 @@
 //! The protocol: messages as typed values, parsed from JSON and written back.
 //!
-//! Parsing happens in two steps. [`parse_envelope`] checks the envelope
-//! (`src`, `dest`, `body`); input that fails it cannot be answered.
-//! [`parse_body`] then turns the body into a [`Request`], or into a
-//! [`ProtocolError`] that is answered with an `error` reply. Fields are first
-//! taken as raw JSON text, without copying, and each is then checked on its
-//! own, so that every error names the field and says what was wrong with it.
+//! # Wire format
 //!
-//! Replies are serialized straight from the engine's state, without building
-//! an intermediate JSON value.
+//! Input is a stream of JSON objects on standard input: one per line,
+//! pretty-printed over several lines, or several on one line; LF or CRLF;
+//! blank lines and a missing final newline are fine. Each is an envelope
+//!
+//! ```json
+//! {"src": "client", "dest": "lb", "body": {"type": "…", "msg_id": 1, …}}
+//! ```
+//!
+//! `src` and `dest` are strings and `body` is an object, or the input is not
+//! a message (see *Input that cannot be answered*). Other envelope fields
+//! are ignored. In the body, `type` is a string and `msg_id`, if present, an
+//! integer from −2⁶³ to 2⁶⁴ − 1. Body fields a message type does not use are
+//! ignored.
+//!
+//! Every message is answered with exactly one line of compact JSON on
+//! standard output:
+//!
+//! ```json
+//! {"src":"lb","dest":"client","body":{"type":"…","in_reply_to":1,…}}
+//! ```
+//!
+//! - `src` is the `node_id` of the last accepted `init` that carried one,
+//!   otherwise the `dest` of the message answered;
+//! - `dest` is the `src` of the message answered;
+//! - `body.type` comes first; `in_reply_to` follows it when, and only when,
+//!   the message had a valid `msg_id`, and echoes it exactly.
+//!
+//! Wherever a reply carries `active_connections`, it is an object with
+//! every backend of the pool, in pool order, mapped to its count.
+//!
+//! ## `init`
+//!
+//! ```json
+//! {"type":"init","msg_id":1,"backends":["api-1","api-2","api-3"],"algorithm":"least-connections"}
+//! ```
+//!
+//! - `backends` (optional array of non-empty strings, no repeats): the new
+//!   pool, in this order, each backend with 0 connections. Absent: the pool
+//!   is empty.
+//! - `algorithm` (optional string): `least-connections`, the default.
+//! - `node_id` (optional string), `node_ids` (optional array of strings): the
+//!   standard Maelstrom fields. `node_id` becomes the `src` of later replies.
+//!
+//! It replaces the pool and all counts. Reply:
+//! `{"type":"init_ok","in_reply_to":1}`.
+//!
+//! ## `http_request`
+//!
+//! ```json
+//! {"type":"http_request","msg_id":2,"method":"GET","path":"/api/data","active_connections":{"api-1":5,"api-2":2,"api-3":8}}
+//! ```
+//!
+//! - `method`, `path` (optional strings): accepted and not used.
+//! - `active_connections` (optional object of backend name to a whole number
+//!   from 0 to 2⁶⁴ − 1): a snapshot, applied first. Each listed backend's
+//!   count is set to the given value; a name the pool lacks is appended to
+//!   the pool, in the snapshot's own key order; backends not listed keep
+//!   their counts. Without an `init`, the snapshot defines the pool.
+//! - `algorithm` (optional string): as in `init`, for this request only.
+//!
+//! Then the backend with the fewest active connections is chosen, the first
+//! in pool order on ties, and its count grows by one at once. A backend
+//! whose count is 2⁶⁴ − 1 cannot grow and is not chosen. Reply:
+//!
+//! ```json
+//! {"type":"http_response","in_reply_to":2,"status":200,"backend":"api-2","active_connections":{"api-1":5,"api-2":3,"api-3":8}}
+//! ```
+//!
+//! With no backend to choose, `status` is 503, `error` says why, and there
+//! is no `backend`. For an empty pool the text is exactly
+//! `no backend available`:
+//!
+//! ```json
+//! {"type":"http_response","in_reply_to":2,"status":503,"error":"no backend available","active_connections":{}}
+//! ```
+//!
+//! ## `request_complete`
+//!
+//! ```json
+//! {"type":"request_complete","msg_id":7,"backend":"api-2"}
+//! ```
+//!
+//! A request on `backend` (required string) has finished: its count drops
+//! by one. Reply:
+//!
+//! ```json
+//! {"type":"request_complete_ok","in_reply_to":7,"backend":"api-2","active_connections":{"api-1":5,"api-2":2,"api-3":8}}
+//! ```
+//!
+//! ## `error`
+//!
+//! A message that is refused changes nothing at all, and is answered with
+//!
+//! ```json
+//! {"type":"error","in_reply_to":7,"code":20,"text":"backend \"api-9\" is not in the pool"}
+//! ```
+//!
+//! | code | name                | when |
+//! |------|---------------------|------|
+//! | 10   | not-supported       | unknown `type`; unknown `algorithm` |
+//! | 12   | malformed-request   | a field missing or of the wrong type; a count negative, fractional, not a number or above 2⁶⁴ − 1; an empty or repeated backend name; a `msg_id` that is not an integer (the reply then has no `in_reply_to`) |
+//! | 20   | key-does-not-exist  | `request_complete` for a backend not in the pool |
+//! | 22   | precondition-failed | `request_complete` for a backend with 0 connections |
+//!
+//! `text` says which field was wrong and how.
+//!
+//! ## Input that cannot be answered
+//!
+//! Input that is not JSON, not valid UTF-8, not an object, or not an
+//! envelope (no string `src` or `dest`, no object `body`) gets no reply. A
+//! line `leastconn: line L, column C: why` goes to standard error, and the
+//! node goes on with the next message (see [`crate::framing`] for where it
+//! resumes). Messages over the size limit (`--max-message-size`, 64 MiB by
+//! default) are reported and skipped the same way. Nesting depth is not
+//! limited: nested values are framed and skipped without recursion.
+//!
+//! # Parsing
+//!
+//! Parsing happens in two steps. [`parse_envelope`] checks the envelope;
+//! input that fails it cannot be answered. [`parse_body`] then turns the
+//! body into a [`Request`], or into a [`ProtocolError`] that is answered
+//! with an `error` reply. Fields are first taken as raw JSON text, without
+//! copying, and each is then checked on its own, so that every error names
+//! the field and says what was wrong with it. Replies are serialized
+//! straight from the engine's state, without an intermediate JSON value.
 
 use crate::engine::{Algorithm, Backend, Pool, MAX_COUNT};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -218,9 +336,6 @@ fn describe_json_error(e: &serde_json::Error) -> String {
         Some(i) => &text[..i],
         None => &text,
     };
-    if text.starts_with("recursion limit exceeded") {
-        return "not a message: nested more than 128 levels deep".into();
-    }
     if e.is_syntax() || e.is_eof() {
         return format!("invalid JSON: {text} (line {} of this message)", e.line());
     }
