@@ -2,7 +2,8 @@
 //! Maelstrom-style node over JSON lines.
 //!
 //! For every HTTP request it is told about, the node picks the backend with
-//! the fewest active connections, counts that connection at once, and
+//! the fewest active connections (weighted, or by round-robin, random or
+//! power-of-two-choices on request), counts that connection at once, and
 //! answers with the chosen backend and the updated counts. The wire
 //! protocol is specified in [`protocol`].
 //!
@@ -22,8 +23,13 @@
 //!   request to the engine and builds its reply.
 //! - [`protocol`]: typed messages: parses envelopes and bodies into requests
 //!   with Maelstrom error codes, and serializes replies.
-//! - [`engine`]: the balancing engine: the backend pool, counts, and the
-//!   selection algorithm. No I/O and no JSON; every front-end drives it.
+//! - [`engine`]: the balancing engine: the backend pool, counts, health,
+//!   weights, limits and statistics. No I/O and no JSON; every front-end
+//!   drives it.
+//!   - [`engine::select`]: the selection algorithms and tie-breaks, once,
+//!     and the explanation of a pick.
+//!   - [`engine::rng`]: the seeded random number generator behind every
+//!     random choice.
 //! - [`fixture`]: recorded cases (input bytes, expected messages) replayed
 //!   against the binary, for `leastconn replay` and the test suite.
 #![forbid(unsafe_code)]

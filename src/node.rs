@@ -6,7 +6,8 @@
 //! request is validated completely before anything changes, so a refused
 //! request leaves the state as it was.
 
-use crate::engine::{Algorithm, EngineError, NoBackend, Pool};
+use crate::engine::Explanation;
+use crate::engine::{EngineError, NoBackend, Pool};
 use crate::protocol::{
     self, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply, Request, RequestComplete,
 };
@@ -17,7 +18,6 @@ pub struct Node {
     /// The `node_id` of the last `init` that carried one.
     id: Option<String>,
     pool: Pool,
-    algorithm: Algorithm,
 }
 
 /// Why input was framed as an object but cannot be answered.
@@ -49,17 +49,30 @@ impl Node {
     }
 
     fn apply(&mut self, request: Request<'_>) -> Result<Outcome, ProtocolError> {
+        let pool = &mut self.pool;
         match request {
             Request::Init(init) => self.init(init),
             Request::HttpRequest(request) => self.route(request),
             Request::RequestComplete(done) => self.complete(done),
+            Request::AddBackend(add) => pool
+                .add(add.0.spec())
+                .map(|i| Outcome::Backend("add_backend_ok", i))
+                .map_err(refusal),
+            Request::RemoveBackend { backend } => {
+                pool.remove(&backend).map_err(refusal)?;
+                Ok(Outcome::Removed(backend.into_owned()))
+            }
+            Request::SetBackend(set) => pool
+                .change(&set.backend, set.change)
+                .map(|i| Outcome::Backend("set_backend_ok", i))
+                .map_err(refusal),
+            Request::Stats => Ok(Outcome::Stats),
         }
     }
 
     fn init(&mut self, init: Init<'_>) -> Result<Outcome, ProtocolError> {
-        let pool = Pool::with_backends(init.backends.iter().map(|n| &**n)).map_err(refusal)?;
-        self.pool = pool;
-        self.algorithm = init.algorithm;
+        let specs = init.backends.iter().map(|b| b.spec());
+        self.pool = Pool::with_backends(specs, init.policy).map_err(refusal)?;
         if let Some(id) = init.node_id {
             self.id = Some(id.into_owned());
         }
@@ -74,16 +87,19 @@ impl Node {
                 .collect();
             self.pool.apply_snapshot(&entries).map_err(refusal)?;
         }
-        let algorithm = request.algorithm.unwrap_or(self.algorithm);
-        Ok(match self.pool.pick(algorithm) {
-            Ok(index) => Outcome::Routed(index),
-            Err(none) => Outcome::Unavailable(none),
+        let pick = self.pool.pick(request.algorithm, request.explain);
+        Ok(match pick.chosen {
+            Ok(index) => Outcome::Routed(index, pick.explanation),
+            Err(none) => Outcome::Unavailable(none, pick.explanation),
         })
     }
 
     fn complete(&mut self, done: RequestComplete<'_>) -> Result<Outcome, ProtocolError> {
-        let index = self.pool.complete(&done.backend).map_err(refusal)?;
-        Ok(Outcome::Completed(index))
+        let index = self
+            .pool
+            .complete(&done.backend, done.ok, done.duration_ms)
+            .map_err(refusal)?;
+        Ok(Outcome::Backend("request_complete_ok", index))
     }
 
     fn reply(&self, outcome: Result<Outcome, ProtocolError>) -> Reply<'_> {
@@ -91,18 +107,23 @@ impl Node {
         let pool = &self.pool;
         match outcome {
             Ok(Outcome::InitOk) => Reply::InitOk,
-            Ok(Outcome::Routed(index)) => Reply::Routed {
+            Ok(Outcome::Routed(index, explanation)) => Reply::Routed {
                 backend: name(index),
                 pool,
+                explanation,
             },
-            Ok(Outcome::Unavailable(none)) => Reply::Unavailable {
+            Ok(Outcome::Unavailable(none, explanation)) => Reply::Unavailable {
                 error: none.to_string(),
                 pool,
+                explanation,
             },
-            Ok(Outcome::Completed(index)) => Reply::RequestCompleteOk {
+            Ok(Outcome::Backend(kind, index)) => Reply::BackendOk {
+                kind,
                 backend: name(index),
                 pool,
             },
+            Ok(Outcome::Removed(backend)) => Reply::Removed { backend, pool },
+            Ok(Outcome::Stats) => Reply::StatsOk { pool },
             Err(e) => Reply::Error(e),
         }
     }
@@ -111,15 +132,20 @@ impl Node {
 /// What a request did, by pool position.
 enum Outcome {
     InitOk,
-    Routed(usize),
-    Unavailable(NoBackend),
-    Completed(usize),
+    Routed(usize, Option<Explanation>),
+    Unavailable(NoBackend, Option<Explanation>),
+    /// An acknowledgement of this type about the backend at this position.
+    Backend(&'static str, usize),
+    /// The backend is gone from the pool, so it is named, not placed.
+    Removed(String),
+    Stats,
 }
 
 /// The protocol error for an operation the engine refused.
 fn refusal(e: EngineError) -> ProtocolError {
     let code = match e {
         EngineError::EmptyName | EngineError::DuplicateBackend(_) => ErrorCode::MalformedRequest,
+        EngineError::AlreadyInPool(_) => ErrorCode::KeyAlreadyExists,
         EngineError::UnknownBackend(_) => ErrorCode::KeyDoesNotExist,
         EngineError::NoActiveConnection(_) => ErrorCode::PreconditionFailed,
     };

@@ -30,22 +30,38 @@
 //!   the message had a valid `msg_id`, and echoes it exactly.
 //!
 //! Wherever a reply carries `active_connections`, it is an object with
-//! every backend of the pool, in pool order, mapped to its count.
+//! every backend of the pool, eligible or not, in pool order, mapped to its
+//! count. Counts are whole numbers from 0 to 2⁶⁴ − 1 in both directions.
+//!
+//! A backend is *eligible* for a new connection when it is healthy, its
+//! weight is above 0, and its count is below its `max_connections` (and
+//! below 2⁶⁴ − 1, so that counts never wrap).
 //!
 //! ## `init`
 //!
 //! ```json
-//! {"type":"init","msg_id":1,"backends":["api-1","api-2","api-3"],"algorithm":"least-connections"}
+//! {"type":"init","msg_id":1,"backends":["api-1",{"name":"api-2","weight":4,"max_connections":100}],"algorithm":"least-connections","tie_break":"lowest-index","seed":42}
 //! ```
 //!
-//! - `backends` (optional array of non-empty strings, no repeats): the new
-//!   pool, in this order, each backend with 0 connections. Absent: the pool
-//!   is empty.
-//! - `algorithm` (optional string): `least-connections`, the default.
+//! - `backends` (optional array): the new pool, in this order, each backend
+//!   healthy with 0 connections. An element is a name (a non-empty string)
+//!   or an object with `name` (required), `weight` (a whole number, default
+//!   1; 0 drains the backend: it keeps its connections and gets no new
+//!   ones) and `max_connections` (a whole number, or `null` for no limit,
+//!   the default). Other keys are refused. Absent: the pool is empty.
+//! - `algorithm` (optional string), the default for requests:
+//!   `least-connections` (the default; `weighted-least-connections` is
+//!   another name for it), `round-robin`, `random`, `power-of-two-choices`.
+//! - `tie_break` (optional string), among backends with equal best score
+//!   under least-connections: `lowest-index` (the default), `round-robin`,
+//!   `random`.
+//! - `seed` (optional integer; negative seeds mean the same 64 bits
+//!   unsigned): seeds every random choice. Without it a fixed default seed
+//!   is used, so the same input always gives the same output.
 //! - `node_id` (optional string), `node_ids` (optional array of strings): the
 //!   standard Maelstrom fields. `node_id` becomes the `src` of later replies.
 //!
-//! It replaces the pool and all counts. Reply:
+//! It replaces the pool, all counts, statistics and algorithm state. Reply:
 //! `{"type":"init_ok","in_reply_to":1}`.
 //!
 //! ## `http_request`
@@ -55,41 +71,121 @@
 //! ```
 //!
 //! - `method`, `path` (optional strings): accepted and not used.
-//! - `active_connections` (optional object of backend name to a whole number
-//!   from 0 to 2⁶⁴ − 1): a snapshot, applied first. Each listed backend's
-//!   count is set to the given value; a name the pool lacks is appended to
-//!   the pool, in the snapshot's own key order; backends not listed keep
-//!   their counts. Without an `init`, the snapshot defines the pool.
+//! - `active_connections` (optional object of backend name to count): a
+//!   snapshot, applied first. Each listed backend's count is set to the
+//!   given value; a name the pool lacks is appended (weight 1, no limit), in
+//!   the snapshot's own key order; backends not listed keep their counts.
+//!   Without an `init`, the snapshot defines the pool.
 //! - `algorithm` (optional string): as in `init`, for this request only.
+//! - `explain` (optional boolean, default false): add an `explain` object.
 //!
-//! Then the backend with the fewest active connections is chosen, the first
-//! in pool order on ties, and its count grows by one at once. A backend
-//! whose count is 2⁶⁴ − 1 cannot grow and is not chosen. Reply:
+//! Then one eligible backend is chosen and its count grows by one at once:
+//!
+//! - `least-connections`: the lowest active ÷ weight, compared exactly by
+//!   cross-multiplication; ties by the `tie_break`: the first in pool order
+//!   (`lowest-index`); the first whose position comes after the previous
+//!   pick's, by any algorithm, wrapping around (`round-robin`); or one at
+//!   random (`random`).
+//! - `round-robin`: NGINX's smooth weighted round-robin. Each pick adds every
+//!   eligible backend's weight to its running weight, takes the highest
+//!   (first in pool order on ties) and subtracts the eligible backends' total
+//!   weight from it. Running weights start at 0 and survive pool changes.
+//! - `random`: an eligible backend at random, in proportion to weight.
+//! - `power-of-two-choices`: two distinct eligible backends at random; the
+//!   lower active ÷ weight wins, the earlier in pool order on a tie. With one
+//!   eligible backend, that one.
+//!
+//! Reply:
 //!
 //! ```json
 //! {"type":"http_response","in_reply_to":2,"status":200,"backend":"api-2","active_connections":{"api-1":5,"api-2":3,"api-3":8}}
 //! ```
 //!
-//! With no backend to choose, `status` is 503, `error` says why, and there
-//! is no `backend`. For an empty pool the text is exactly
-//! `no backend available`:
+//! With no eligible backend, `status` is 503, `error` says why, and there is
+//! no `backend`. For an empty pool the text is exactly
+//! `no backend available`; otherwise it names the reasons, as in
+//! `no backend available: all 2 backends are down` or
+//! `no backend available: 1 down, 1 drained (weight 0), 1 full (at their connection limit)`.
 //!
 //! ```json
 //! {"type":"http_response","in_reply_to":2,"status":503,"error":"no backend available","active_connections":{}}
 //! ```
 //!
+//! With `"explain":true`, the reply (200 or 503) also carries
+//!
+//! ```json
+//! "explain":{"algorithm":"least-connections",
+//!            "candidates":[{"backend":"a","active":2,"weight":2,"eligible":true,"score":1.0},
+//!                          {"backend":"b","active":1,"weight":1,"eligible":true,"score":1.0},
+//!                          {"backend":"c","active":0,"weight":1,"eligible":false,"reason":"down"}],
+//!            "tie":{"tied":["a","b"],"broken_by":"lowest-index"}}
+//! ```
+//!
+//! - `candidates`: every backend, in pool order, as it stood before the
+//!   pick: `active`, `weight`, `eligible`, and `reason` (`down`, `drained` or
+//!   `full`) when not eligible. Eligible backends have a `score` where the
+//!   algorithm compares one: active ÷ weight for least-connections and
+//!   power-of-two-choices (lower wins; shown as a decimal, compared
+//!   exactly), the running weight after this pick's increase for
+//!   round-robin (higher wins); none for random.
+//! - `tie`: `null`, or the backends that shared the best score (`tied`, in
+//!   pool order) and the rule that chose among them (`broken_by`); for the
+//!   `round-robin` rule also `after`, the backend the search started after:
+//!   the previous pick's (or, if that one was removed since, the one before
+//!   its place), `null` before the first pick.
+//! - `sampled` (power-of-two-choices only): the two backends drawn, in pool
+//!   order.
+//!
 //! ## `request_complete`
 //!
 //! ```json
-//! {"type":"request_complete","msg_id":7,"backend":"api-2"}
+//! {"type":"request_complete","msg_id":7,"backend":"api-2","ok":false,"duration_ms":120.5}
 //! ```
 //!
 //! A request on `backend` (required string) has finished: its count drops
-//! by one. Reply:
+//! by one. `ok` (optional boolean, default true) false counts the request as
+//! failed; `duration_ms` (optional number, 0 or more) joins the backend's
+//! mean duration. Reply:
 //!
 //! ```json
 //! {"type":"request_complete_ok","in_reply_to":7,"backend":"api-2","active_connections":{"api-1":5,"api-2":2,"api-3":8}}
 //! ```
+//!
+//! ## `add_backend`, `remove_backend`, `set_backend`
+//!
+//! ```json
+//! {"type":"add_backend","msg_id":8,"backend":"api-4","weight":2,"max_connections":50}
+//! {"type":"remove_backend","msg_id":9,"backend":"api-4"}
+//! {"type":"set_backend","msg_id":10,"backend":"api-1","healthy":false,"weight":3,"max_connections":10}
+//! ```
+//!
+//! `add_backend` appends a healthy backend with 0 connections (`weight` and
+//! `max_connections` as in `init`). `remove_backend` removes a backend and
+//! its counts at once; later completions for it get error 20.
+//! `set_backend` changes any of `healthy` (boolean), `weight` and
+//! `max_connections` (`null` removes the limit); fields left out keep their
+//! values. Replies `add_backend_ok`, `remove_backend_ok`, `set_backend_ok`
+//! carry `backend` and `active_connections`:
+//!
+//! ```json
+//! {"type":"add_backend_ok","in_reply_to":8,"backend":"api-4","active_connections":{"api-1":5,"api-2":2,"api-3":8,"api-4":0}}
+//! ```
+//!
+//! ## `stats`
+//!
+//! `{"type":"stats","msg_id":11}` is answered with the pool's settings and
+//! what has happened since `init`:
+//!
+//! ```json
+//! {"type":"stats_ok","in_reply_to":11,"algorithm":"least-connections","tie_break":"lowest-index","rejected":1,
+//!  "backends":[{"name":"api-1","active":1,"weight":1,"healthy":true,"max_connections":null,
+//!               "requests":3,"completed":2,"failed":1,"mean_duration_ms":20.25}]}
+//! ```
+//!
+//! `rejected` counts requests answered 503. Per backend, in pool order:
+//! `requests` counts picks, `completed` every accepted completion (failed
+//! ones included), `failed` those with `"ok":false`; `max_connections` is
+//! `null` when unset and `mean_duration_ms` when no duration was reported.
 //!
 //! ## `error`
 //!
@@ -101,9 +197,10 @@
 //!
 //! | code | name                | when |
 //! |------|---------------------|------|
-//! | 10   | not-supported       | unknown `type`; unknown `algorithm` |
-//! | 12   | malformed-request   | a field missing or of the wrong type; a count negative, fractional, not a number or above 2⁶⁴ − 1; an empty or repeated backend name; a `msg_id` that is not an integer (the reply then has no `in_reply_to`) |
-//! | 20   | key-does-not-exist  | `request_complete` for a backend not in the pool |
+//! | 10   | not-supported       | unknown `type`; unknown `algorithm` or `tie_break` |
+//! | 12   | malformed-request   | a field missing or of the wrong type; a count, weight or limit negative, fractional, not a number or above 2⁶⁴ − 1; an empty or repeated backend name; an unknown key in a backend object; a negative `duration_ms`; a `msg_id` that is not an integer (the reply then has no `in_reply_to`) |
+//! | 20   | key-does-not-exist  | `request_complete`, `remove_backend` or `set_backend` for a backend not in the pool |
+//! | 21   | key-already-exists  | `add_backend` for a backend already in the pool |
 //! | 22   | precondition-failed | `request_complete` for a backend with 0 connections |
 //!
 //! `text` says which field was wrong and how.
@@ -128,9 +225,12 @@
 //! the field and says what was wrong with it. Replies are serialized
 //! straight from the engine's state, without an intermediate JSON value.
 
-use crate::engine::{Algorithm, Backend, Pool, MAX_COUNT};
+use crate::engine::{
+    Algorithm, Backend, BackendChange, BackendSpec, Candidate, Explanation, Policy, Pool, Score,
+    Tie, TieBreak, DEFAULT_SEED, MAX_COUNT,
+};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -144,6 +244,8 @@ pub enum ErrorCode {
     MalformedRequest = 12,
     /// The named backend is not in the pool.
     KeyDoesNotExist = 20,
+    /// A backend of that name is already in the pool.
+    KeyAlreadyExists = 21,
     /// The operation's precondition does not hold (nothing to complete).
     PreconditionFailed = 22,
 }
@@ -346,19 +448,42 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 // Bodies
 
 /// A request the node understands.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Request<'a> {
     Init(Init<'a>),
     HttpRequest(HttpRequest<'a>),
     RequestComplete(RequestComplete<'a>),
+    AddBackend(AddBackend<'a>),
+    RemoveBackend { backend: Cow<'a, str> },
+    SetBackend(SetBackend<'a>),
+    Stats,
+}
+
+/// A backend as `init` or `add_backend` describes it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BackendConfig<'a> {
+    pub name: Cow<'a, str>,
+    pub weight: u64,
+    pub max_connections: Option<u64>,
+}
+
+impl BackendConfig<'_> {
+    /// The engine's view of this backend.
+    pub fn spec(&self) -> BackendSpec<'_> {
+        BackendSpec {
+            name: &self.name,
+            weight: self.weight,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 /// `init`: replaces the pool.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Init<'a> {
     pub node_id: Option<Cow<'a, str>>,
-    pub backends: Vec<Cow<'a, str>>,
-    pub algorithm: Algorithm,
+    pub backends: Vec<BackendConfig<'a>>,
+    pub policy: Policy,
 }
 
 /// `http_request`: pick a backend, after applying the snapshot if any.
@@ -366,16 +491,38 @@ pub struct Init<'a> {
 pub struct HttpRequest<'a> {
     pub snapshot: Option<Vec<(Cow<'a, str>, u64)>>,
     pub algorithm: Option<Algorithm>,
+    pub explain: bool,
 }
 
 /// `request_complete`: a request on `backend` has finished.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct RequestComplete<'a> {
     pub backend: Cow<'a, str>,
+    pub ok: bool,
+    pub duration_ms: Option<f64>,
+}
+
+/// `add_backend`: append a backend to the pool.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AddBackend<'a>(pub BackendConfig<'a>);
+
+/// `set_backend`: change a backend's health, weight or limit.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SetBackend<'a> {
+    pub backend: Cow<'a, str>,
+    pub change: BackendChange,
 }
 
 /// The message types this node answers, for error texts.
-pub const MESSAGE_TYPES: &[&str] = &["init", "http_request", "request_complete"];
+pub const MESSAGE_TYPES: &[&str] = &[
+    "init",
+    "http_request",
+    "request_complete",
+    "add_backend",
+    "remove_backend",
+    "set_backend",
+    "stats",
+];
 
 #[derive(serde::Deserialize)]
 struct RawBody<'a> {
@@ -392,13 +539,29 @@ struct RawBody<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     algorithm: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
+    tie_break: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    seed: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
     method: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     path: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     active_connections: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
+    explain: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
     backend: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    ok: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    duration_ms: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    weight: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    max_connections: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    healthy: Option<&'a RawValue>,
 }
 
 /// A parsed body: its `msg_id` (when it had a valid one, so that even an
@@ -464,6 +627,23 @@ fn parse_request<'a>(raw: &RawBody<'a>) -> Result<Request<'a>, ProtocolError> {
         "init" => parse_init(raw).map(Request::Init),
         "http_request" => parse_http_request(raw).map(Request::HttpRequest),
         "request_complete" => parse_request_complete(raw).map(Request::RequestComplete),
+        "add_backend" => Ok(Request::AddBackend(AddBackend(BackendConfig {
+            name: backend_field(raw, "add_backend")?,
+            weight: optional(raw.weight, |r| whole_number("weight", r))?.unwrap_or(1),
+            max_connections: optional(raw.max_connections, limit_field)?.flatten(),
+        }))),
+        "remove_backend" => Ok(Request::RemoveBackend {
+            backend: backend_field(raw, "remove_backend")?,
+        }),
+        "set_backend" => Ok(Request::SetBackend(SetBackend {
+            backend: backend_field(raw, "set_backend")?,
+            change: BackendChange {
+                healthy: optional(raw.healthy, |r| boolean_field("healthy", r))?,
+                weight: optional(raw.weight, |r| whole_number("weight", r))?,
+                max_connections: optional(raw.max_connections, limit_field)?,
+            },
+        })),
+        "stats" => Ok(Request::Stats),
         other => Err(ProtocolError::new(
             ErrorCode::NotSupported,
             format!(
@@ -472,6 +652,14 @@ fn parse_request<'a>(raw: &RawBody<'a>) -> Result<Request<'a>, ProtocolError> {
             ),
         )),
     }
+}
+
+/// Parses a field if it is present.
+fn optional<'a, T>(
+    raw: Option<&'a RawValue>,
+    parse: impl FnOnce(&'a RawValue) -> Result<T, ProtocolError>,
+) -> Result<Option<T>, ProtocolError> {
+    raw.map(parse).transpose()
 }
 
 fn string_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, ProtocolError> {
@@ -485,26 +673,66 @@ fn string_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Prot
         })
 }
 
-fn algorithm_field(raw: Option<&RawValue>) -> Result<Option<Algorithm>, ProtocolError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let name = string_field("algorithm", raw)?;
-    Algorithm::from_name(&name).map(Some).ok_or_else(|| {
-        let known: Vec<&str> = Algorithm::NAMES.iter().map(|&(n, _)| n).collect();
-        ProtocolError::new(
-            ErrorCode::NotSupported,
-            format!(
-                "unknown algorithm {name:?}; supported: {}",
-                known.join(", ")
-            ),
-        )
+fn boolean_field(field: &str, raw: &RawValue) -> Result<bool, ProtocolError> {
+    match raw.get() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ProtocolError::malformed(format!(
+            "\"{field}\" must be true or false, found {}",
+            kind_of(raw)
+        ))),
+    }
+}
+
+/// The `backend` a pool-change message names.
+fn backend_field<'a>(raw: &RawBody<'a>, kind: &str) -> Result<Cow<'a, str>, ProtocolError> {
+    let Some(backend) = raw.backend else {
+        return Err(ProtocolError::malformed(format!(
+            "{kind} needs \"backend\": the name of a backend"
+        )));
+    };
+    string_field("backend", backend)
+}
+
+/// A whole number from 0 to 2^64 - 1 (a count, a weight, a limit).
+fn whole_number(field: &str, raw: &RawValue) -> Result<u64, ProtocolError> {
+    parse_count(raw).map_err(|why| {
+        ProtocolError::malformed(format!(
+            "{field} must be a whole number from 0 to {MAX_COUNT}, {why}"
+        ))
     })
 }
 
+/// `max_connections`: a whole number, or `null` for no limit.
+fn limit_field(raw: &RawValue) -> Result<Option<u64>, ProtocolError> {
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    whole_number("max_connections", raw).map(Some)
+}
+
+/// Looks up a name in a table of names, or refuses it with error 10.
+fn named<T: Copy>(
+    field: &str,
+    raw: Option<&RawValue>,
+    names: &[(&str, T)],
+) -> Result<Option<T>, ProtocolError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let name = string_field(field, raw)?;
+    match names.iter().find(|(n, _)| *n == name) {
+        Some(&(_, value)) => Ok(Some(value)),
+        None => {
+            let known: Vec<&str> = names.iter().map(|&(n, _)| n).collect();
+            Err(ProtocolError::new(
+                ErrorCode::NotSupported,
+                format!("unknown {field} {name:?}; supported: {}", known.join(", ")),
+            ))
+        }
+    }
+}
+
 fn parse_init<'a>(raw: &RawBody<'a>) -> Result<Init<'a>, ProtocolError> {
-    let node_id = raw
-        .node_id
-        .map(|r| string_field("node_id", r))
-        .transpose()?;
+    let node_id = optional(raw.node_id, |r| string_field("node_id", r))?;
     if let Some(ids) = raw.node_ids {
         let all_strings = serde_json::from_str::<Elements>(ids.get())
             .map(|Elements(e)| e.iter().all(|v| v.get().starts_with('"')))
@@ -519,26 +747,86 @@ fn parse_init<'a>(raw: &RawBody<'a>) -> Result<Init<'a>, ProtocolError> {
     if let Some(list) = raw.backends {
         let Ok(Elements(elements)) = serde_json::from_str::<Elements>(list.get()) else {
             return Err(ProtocolError::malformed(format!(
-                "\"backends\" must be an array of backend names, found {}",
+                "\"backends\" must be an array of backend names or objects, found {}",
                 kind_of(list)
             )));
         };
         backends.reserve(elements.len());
         for (i, element) in elements.into_iter().enumerate() {
-            let name = serde_json::from_str::<Text>(element.get()).map_err(|_| {
-                ProtocolError::malformed(format!(
-                    "backends[{i}] must be a string (a backend name), found {}",
-                    kind_of(element)
-                ))
-            })?;
-            backends.push(name.0);
+            backends.push(parse_backend_config(i, element)?);
         }
     }
-    let algorithm = algorithm_field(raw.algorithm)?.unwrap_or_default();
+    let seed = match raw.seed {
+        None => DEFAULT_SEED,
+        Some(seed) => parse_seed(seed)?,
+    };
     Ok(Init {
         node_id,
         backends,
-        algorithm,
+        policy: Policy {
+            algorithm: named("algorithm", raw.algorithm, Algorithm::NAMES)?.unwrap_or_default(),
+            tie_break: named("tie_break", raw.tie_break, TieBreak::NAMES)?.unwrap_or_default(),
+            seed,
+        },
+    })
+}
+
+/// An integer seed; negative seeds stand for the same 64 bits unsigned.
+fn parse_seed(raw: &RawValue) -> Result<u64, ProtocolError> {
+    let text = raw.get();
+    text.parse::<u64>()
+        .ok()
+        .or_else(|| text.parse::<i64>().ok().map(|n| n as u64))
+        .ok_or_else(|| {
+            ProtocolError::malformed(format!(
+                "\"seed\" must be an integer (from -2^63 to 2^64 - 1), found {}",
+                match kind_of(raw) {
+                    "a number" => text,
+                    kind => kind,
+                }
+            ))
+        })
+}
+
+/// One element of `init`'s `backends`: a name, or
+/// `{"name", "weight", "max_connections"}`.
+fn parse_backend_config(i: usize, raw: &RawValue) -> Result<BackendConfig<'_>, ProtocolError> {
+    if let Ok(Text(name)) = serde_json::from_str::<Text>(raw.get()) {
+        return Ok(BackendConfig {
+            name,
+            weight: 1,
+            max_connections: None,
+        });
+    }
+    let Ok(Members(members)) = serde_json::from_str::<Members>(raw.get()) else {
+        return Err(ProtocolError::malformed(format!(
+            "backends[{i}] must be a backend name or an object {{\"name\", \"weight\", \"max_connections\"}}, found {}",
+            kind_of(raw)
+        )));
+    };
+    let mut name = None;
+    let mut weight = 1;
+    let mut max_connections = None;
+    for (key, value) in members {
+        match &*key {
+            "name" => name = Some(string_field(&format!("backends[{i}].name"), value)?),
+            "weight" => weight = whole_number(&format!("backends[{i}].weight"), value)?,
+            "max_connections" => max_connections = limit_field(value).map_err(|e| {
+                ProtocolError::malformed(e.text.replacen("max_connections", &format!("backends[{i}].max_connections"), 1))
+            })?,
+            other => {
+                return Err(ProtocolError::malformed(format!(
+                    "backends[{i}] has an unknown field {other:?}; a backend has \"name\", \"weight\" and \"max_connections\""
+                )))
+            }
+        }
+    }
+    let name =
+        name.ok_or_else(|| ProtocolError::malformed(format!("backends[{i}] needs a \"name\"")))?;
+    Ok(BackendConfig {
+        name,
+        weight,
+        max_connections,
     })
 }
 
@@ -548,11 +836,10 @@ fn parse_http_request<'a>(raw: &RawBody<'a>) -> Result<HttpRequest<'a>, Protocol
             string_field(field, value)?;
         }
     }
-    let snapshot = raw.active_connections.map(parse_snapshot).transpose()?;
-    let algorithm = algorithm_field(raw.algorithm)?;
     Ok(HttpRequest {
-        snapshot,
-        algorithm,
+        snapshot: optional(raw.active_connections, parse_snapshot)?,
+        algorithm: named("algorithm", raw.algorithm, Algorithm::NAMES)?,
+        explain: optional(raw.explain, |r| boolean_field("explain", r))?.unwrap_or(false),
     })
 }
 
@@ -566,17 +853,13 @@ fn parse_snapshot(raw: &RawValue) -> Result<Vec<(Cow<'_, str>, u64)>, ProtocolEr
     members
         .into_iter()
         .map(|(name, value)| {
-            let count = parse_count(value).map_err(|why| {
-                ProtocolError::malformed(format!(
-                    "active_connections[{name:?}] must be a whole number from 0 to {MAX_COUNT}, {why}"
-                ))
-            })?;
+            let count = whole_number(&format!("active_connections[{name:?}]"), value)?;
             Ok((name, count))
         })
         .collect()
 }
 
-/// Parses a connection count, or says what was wrong with it.
+/// Parses a whole number from 0 to 2^64 - 1, or says what was wrong.
 fn parse_count(raw: &RawValue) -> Result<u64, String> {
     let text = raw.get();
     if let Ok(n) = text.parse::<u64>() {
@@ -596,8 +879,26 @@ fn parse_request_complete<'a>(raw: &RawBody<'a>) -> Result<RequestComplete<'a>, 
             "request_complete needs \"backend\": the name of the backend whose request finished",
         ));
     };
+    let duration_ms = optional(raw.duration_ms, |r| {
+        let value = serde_json::from_str::<f64>(r.get())
+            .ok()
+            .filter(|_| kind_of(r) == "a number");
+        match value {
+            Some(ms) if ms >= 0.0 && ms.is_finite() => Ok(ms),
+            _ => Err(ProtocolError::malformed(format!(
+                "\"duration_ms\" must be a number of milliseconds, 0 or more, found {}",
+                if kind_of(r) == "a number" {
+                    r.get()
+                } else {
+                    kind_of(r)
+                }
+            ))),
+        }
+    })?;
     Ok(RequestComplete {
         backend: string_field("backend", backend)?,
+        ok: optional(raw.ok, |r| boolean_field("ok", r))?.unwrap_or(true),
+        duration_ms,
     })
 }
 
@@ -611,14 +912,27 @@ pub enum Reply<'a> {
     Routed {
         backend: &'a str,
         pool: &'a Pool,
+        explanation: Option<Explanation>,
     },
     /// No backend could be chosen (status 503).
     Unavailable {
         error: String,
         pool: &'a Pool,
+        explanation: Option<Explanation>,
     },
-    RequestCompleteOk {
+    /// `request_complete_ok`, `add_backend_ok`, `remove_backend_ok` or
+    /// `set_backend_ok`: the backend concerned and the pool's counts.
+    BackendOk {
+        kind: &'static str,
         backend: &'a str,
+        pool: &'a Pool,
+    },
+    /// `remove_backend_ok`: the backend is no longer in the pool.
+    Removed {
+        backend: String,
+        pool: &'a Pool,
+    },
+    StatsOk {
         pool: &'a Pool,
     },
     Error(ProtocolError),
@@ -629,7 +943,9 @@ impl Reply<'_> {
         match self {
             Reply::InitOk => "init_ok",
             Reply::Routed { .. } | Reply::Unavailable { .. } => "http_response",
-            Reply::RequestCompleteOk { .. } => "request_complete_ok",
+            Reply::BackendOk { kind, .. } => kind,
+            Reply::Removed { .. } => "remove_backend_ok",
+            Reply::StatsOk { .. } => "stats_ok",
             Reply::Error(_) => "error",
         }
     }
@@ -674,19 +990,44 @@ impl Serialize for BodyOut<'_, '_> {
         }
         match &out.reply {
             Reply::InitOk => {}
-            Reply::Routed { backend, pool } => {
+            Reply::Routed {
+                backend,
+                pool,
+                explanation,
+            } => {
                 map.serialize_entry("status", &200)?;
                 map.serialize_entry("backend", backend)?;
                 map.serialize_entry("active_connections", &Counts(pool))?;
+                if let Some(e) = explanation {
+                    map.serialize_entry("explain", &ExplainOut(e, pool))?;
+                }
             }
-            Reply::Unavailable { error, pool } => {
+            Reply::Unavailable {
+                error,
+                pool,
+                explanation,
+            } => {
                 map.serialize_entry("status", &503)?;
                 map.serialize_entry("error", error)?;
                 map.serialize_entry("active_connections", &Counts(pool))?;
+                if let Some(e) = explanation {
+                    map.serialize_entry("explain", &ExplainOut(e, pool))?;
+                }
             }
-            Reply::RequestCompleteOk { backend, pool } => {
+            Reply::BackendOk { backend, pool, .. } => {
                 map.serialize_entry("backend", backend)?;
                 map.serialize_entry("active_connections", &Counts(pool))?;
+            }
+            Reply::Removed { backend, pool } => {
+                map.serialize_entry("backend", backend)?;
+                map.serialize_entry("active_connections", &Counts(pool))?;
+            }
+            Reply::StatsOk { pool } => {
+                let policy = pool.policy();
+                map.serialize_entry("algorithm", policy.algorithm.name())?;
+                map.serialize_entry("tie_break", policy.tie_break.name())?;
+                map.serialize_entry("rejected", &pool.rejected())?;
+                map.serialize_entry("backends", &StatsOut(pool))?;
             }
             Reply::Error(e) => {
                 map.serialize_entry("code", &(e.code as u16))?;
@@ -704,7 +1045,120 @@ impl Serialize for Counts<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (name, backend) in self.0.iter() {
-            map.serialize_entry(name, &Backend::active(backend))?;
+            map.serialize_entry(name, &backend.active())?;
+        }
+        map.end()
+    }
+}
+
+/// `stats_ok`'s `backends`: one object per backend, in pool order.
+struct StatsOut<'a>(&'a Pool);
+
+impl Serialize for StatsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (name, backend) in self.0.iter() {
+            seq.serialize_element(&BackendStatsOut(name, backend))?;
+        }
+        seq.end()
+    }
+}
+
+struct BackendStatsOut<'a>(&'a str, &'a Backend);
+
+impl Serialize for BackendStatsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let BackendStatsOut(name, b) = *self;
+        let stats = b.stats();
+        let mut map = s.serialize_map(Some(9))?;
+        map.serialize_entry("name", name)?;
+        map.serialize_entry("active", &b.active())?;
+        map.serialize_entry("weight", &b.weight())?;
+        map.serialize_entry("healthy", &b.healthy())?;
+        map.serialize_entry("max_connections", &b.max_connections())?;
+        map.serialize_entry("requests", &stats.requests)?;
+        map.serialize_entry("completed", &stats.completed)?;
+        map.serialize_entry("failed", &stats.failed)?;
+        map.serialize_entry("mean_duration_ms", &stats.mean_duration_ms())?;
+        map.end()
+    }
+}
+
+/// An explanation, with pool positions turned into names.
+struct ExplainOut<'a>(&'a Explanation, &'a Pool);
+
+impl ExplainOut<'_> {
+    fn name(&self, index: usize) -> &str {
+        self.1.get_index(index).map_or("", |(name, _)| name)
+    }
+}
+
+impl Serialize for ExplainOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("algorithm", e.algorithm.name())?;
+        map.serialize_entry("candidates", &CandidatesOut(self))?;
+        if let Some([a, b]) = e.sampled {
+            map.serialize_entry("sampled", &[self.name(a), self.name(b)])?;
+        }
+        match &e.tie {
+            None => map.serialize_entry("tie", &())?,
+            Some(tie) => map.serialize_entry("tie", &TieOut(self, tie))?,
+        }
+        map.end()
+    }
+}
+
+struct CandidatesOut<'a, 'b>(&'b ExplainOut<'a>);
+
+impl Serialize for CandidatesOut<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let candidates = &self.0 .0.candidates;
+        let mut seq = s.serialize_seq(Some(candidates.len()))?;
+        for c in candidates {
+            seq.serialize_element(&CandidateOut(self.0.name(c.index), c))?;
+        }
+        seq.end()
+    }
+}
+
+struct CandidateOut<'a>(&'a str, &'a Candidate);
+
+impl Serialize for CandidateOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let CandidateOut(name, c) = *self;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("backend", name)?;
+        map.serialize_entry("active", &c.active)?;
+        map.serialize_entry("weight", &c.weight)?;
+        map.serialize_entry("eligible", &c.ineligible.is_none())?;
+        if let Some(reason) = c.ineligible {
+            map.serialize_entry("reason", reason.name())?;
+        }
+        match c.score {
+            // Shown as a decimal for reading; picks compare it exactly.
+            Some(Score::Ratio { active, weight }) => {
+                map.serialize_entry("score", &(active as f64 / weight as f64))?
+            }
+            Some(Score::CurrentWeight(w)) => map.serialize_entry("score", &w)?,
+            None => {}
+        }
+        map.end()
+    }
+}
+
+struct TieOut<'a, 'b>(&'b ExplainOut<'a>, &'b Tie);
+
+impl Serialize for TieOut<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let TieOut(explain, tie) = *self;
+        let mut map = s.serialize_map(None)?;
+        let names: Vec<&str> = tie.tied.iter().map(|&i| explain.name(i)).collect();
+        map.serialize_entry("tied", &names)?;
+        map.serialize_entry("broken_by", tie.rule.name())?;
+        if tie.rule == TieBreak::RoundRobin {
+            map.serialize_entry("after", &tie.after.map(|i| explain.name(i)))?;
         }
         map.end()
     }
@@ -792,8 +1246,9 @@ mod tests {
             panic!("not an init")
         };
         assert_eq!(init.node_id.as_deref(), Some("n1"));
-        assert_eq!(init.backends, ["a", "b"]);
-        assert_eq!(init.algorithm, Algorithm::LeastConnections);
+        let names: Vec<&str> = init.backends.iter().map(|b| &*b.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(init.policy, Policy::default());
     }
 
     #[test]
@@ -812,9 +1267,9 @@ mod tests {
                 "unknown message type \"nope\"",
             ),
             (
-                r#"{"type":"init","algorithm":"round-robin"}"#,
+                r#"{"type":"init","algorithm":"fastest"}"#,
                 NotSupported,
-                "unknown algorithm \"round-robin\"",
+                "unknown algorithm \"fastest\"",
             ),
             (
                 r#"{"type":"init","algorithm":3}"#,
@@ -829,7 +1284,7 @@ mod tests {
             (
                 r#"{"type":"init","backends":["a",2]}"#,
                 MalformedRequest,
-                "backends[1] must be a string",
+                "backends[1] must be a backend name or an object",
             ),
             (
                 r#"{"type":"init","node_id":5}"#,
@@ -896,6 +1351,26 @@ mod tests {
                 MalformedRequest,
                 "found a string",
             ),
+            (r#"{"type":"init","backends":[{"weight":2}]}"#, MalformedRequest, "backends[0] needs a \"name\""),
+            (r#"{"type":"init","backends":[{"name":"a","weight":-1}]}"#, MalformedRequest, "backends[0].weight must be a whole number from 0 to 18446744073709551615, but -1 is negative"),
+            (r#"{"type":"init","backends":[{"name":"a","weight":1.5}]}"#, MalformedRequest, "but 1.5 is not a whole number"),
+            (r#"{"type":"init","backends":[{"name":"a","weight":"2"}]}"#, MalformedRequest, "backends[0].weight must be a whole number"),
+            (r#"{"type":"init","backends":[{"name":"a","max_connections":-3}]}"#, MalformedRequest, "backends[0].max_connections must be a whole number"),
+            (r#"{"type":"init","backends":[{"name":"a","wieght":3}]}"#, MalformedRequest, "unknown field \"wieght\""),
+            (r#"{"type":"init","backends":[{"name":7}]}"#, MalformedRequest, "\"backends[0].name\" must be a string"),
+            (r#"{"type":"init","tie_break":"coin"}"#, NotSupported, "unknown tie_break \"coin\"; supported: lowest-index, round-robin, random"),
+            (r#"{"type":"init","tie_break":1}"#, MalformedRequest, "\"tie_break\" must be a string"),
+            (r#"{"type":"init","seed":1.5}"#, MalformedRequest, "\"seed\" must be an integer"),
+            (r#"{"type":"init","seed":"7"}"#, MalformedRequest, "found a string"),
+            (r#"{"type":"http_request","explain":"yes"}"#, MalformedRequest, "\"explain\" must be true or false"),
+            (r#"{"type":"request_complete","backend":"a","ok":1}"#, MalformedRequest, "\"ok\" must be true or false"),
+            (r#"{"type":"request_complete","backend":"a","duration_ms":-1}"#, MalformedRequest, "\"duration_ms\" must be a number of milliseconds, 0 or more, found -1"),
+            (r#"{"type":"request_complete","backend":"a","duration_ms":"5"}"#, MalformedRequest, "found a string"),
+            (r#"{"type":"add_backend"}"#, MalformedRequest, "add_backend needs \"backend\""),
+            (r#"{"type":"add_backend","backend":"x","weight":-2}"#, MalformedRequest, "weight must be a whole number"),
+            (r#"{"type":"remove_backend","backend":5}"#, MalformedRequest, "\"backend\" must be a string"),
+            (r#"{"type":"set_backend","backend":"x","healthy":"no"}"#, MalformedRequest, "\"healthy\" must be true or false"),
+            (r#"{"type":"set_backend","backend":"x","max_connections":"10"}"#, MalformedRequest, "max_connections must be a whole number"),
             (
                 r#"{"type":"init","type":"init"}"#,
                 MalformedRequest,
@@ -947,6 +1422,7 @@ mod tests {
             reply: Reply::Routed {
                 backend: "a",
                 pool: &pool,
+                explanation: None,
             },
         }
         .write_line(&mut out);

@@ -83,6 +83,24 @@ fn a_reply_to_a_message_without_msg_id_has_no_in_reply_to() {
 }
 
 #[test]
+fn without_explain_a_reply_is_unchanged_by_the_full_balancer() {
+    let plain = br#"{"src":"c","dest":"lb","body":{"type":"init","msg_id":1,"backends":["a",{"name":"b","weight":2}],"tie_break":"round-robin","seed":9}}
+{"src":"c","dest":"lb","body":{"type":"http_request","msg_id":2,"explain":false}}
+{"src":"c","dest":"lb","body":{"type":"http_request","msg_id":3}}
+"#;
+    let (out, err, status) = run_with_input(plain, &[]);
+    assert_eq!((err.as_str(), status), ("", Some(0)));
+    assert_eq!(
+        out,
+        concat!(
+            "{\"src\":\"lb\",\"dest\":\"c\",\"body\":{\"type\":\"init_ok\",\"in_reply_to\":1}}\n",
+            "{\"src\":\"lb\",\"dest\":\"c\",\"body\":{\"type\":\"http_response\",\"in_reply_to\":2,\"status\":200,\"backend\":\"a\",\"active_connections\":{\"a\":1,\"b\":0}}}\n",
+            "{\"src\":\"lb\",\"dest\":\"c\",\"body\":{\"type\":\"http_response\",\"in_reply_to\":3,\"status\":200,\"backend\":\"b\",\"active_connections\":{\"a\":1,\"b\":1}}}\n",
+        )
+    );
+}
+
+#[test]
 fn an_error_reply_is_exactly_the_maelstrom_shape() {
     let (out, err, status) = run_with_input(
         br#"{"src":"c","dest":"lb","body":{"type":"request_complete","msg_id":3,"backend":"x"}}"#,

@@ -1,0 +1,532 @@
+//! The balancing engine: the backend pool, its counts and statistics, and
+//! the choice of backend for each request.
+//!
+//! This module knows nothing of JSON, messages or I/O; every front-end
+//! drives the same [`Pool`]. Every operation either succeeds completely or
+//! fails with an [`EngineError`] and leaves the pool exactly as it was.
+//!
+//! - [`select`]: the selection algorithms and tie-breaks, and the
+//!   explanation of a pick.
+//! - [`rng`]: the seeded random number generator behind every random
+//!   choice.
+
+pub mod rng;
+pub mod select;
+
+use indexmap::IndexMap;
+use std::fmt;
+
+pub use select::{Algorithm, Candidate, Explanation, Ineligible, Score, Tie, TieBreak};
+
+/// The largest count a backend can hold. A backend at this count cannot take
+/// another connection, so it is treated as full rather than allowed to wrap.
+pub const MAX_COUNT: u64 = u64::MAX;
+
+/// The seed used when none is given, so that runs are reproducible unless
+/// told otherwise.
+pub const DEFAULT_SEED: u64 = 0x6C65_6173_7463_6F6E; // "leastcon"
+
+/// How a backend is configured: what `init`, `add_backend` and snapshots
+/// create it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSpec<'a> {
+    pub name: &'a str,
+    /// Relative capacity; 0 drains the backend.
+    pub weight: u64,
+    /// No new connections once `active` reaches this.
+    pub max_connections: Option<u64>,
+}
+
+impl<'a> BackendSpec<'a> {
+    /// A backend of weight 1 with no connection limit.
+    pub fn named(name: &'a str) -> Self {
+        BackendSpec {
+            name,
+            weight: 1,
+            max_connections: None,
+        }
+    }
+}
+
+/// A change to a backend's settings; `None` leaves a setting as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendChange {
+    pub healthy: Option<bool>,
+    pub weight: Option<u64>,
+    /// `Some(None)` removes the limit.
+    pub max_connections: Option<Option<u64>>,
+}
+
+/// One backend of the pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    active: u64,
+    weight: u64,
+    max_connections: Option<u64>,
+    healthy: bool,
+    /// Smooth weighted round-robin's running weight; kept across pool
+    /// changes.
+    current_weight: i128,
+    stats: BackendStats,
+}
+
+/// What has happened on a backend since it joined the pool.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackendStats {
+    /// Times it was picked.
+    pub requests: u64,
+    /// Completions accepted, failed ones included.
+    pub completed: u64,
+    /// Completions reported as failed.
+    pub failed: u64,
+    duration_sum_ms: f64,
+    duration_count: u64,
+}
+
+impl BackendStats {
+    /// The mean of the durations reported with completions, if any were.
+    pub fn mean_duration_ms(&self) -> Option<f64> {
+        (self.duration_count > 0).then(|| self.duration_sum_ms / self.duration_count as f64)
+    }
+}
+
+impl Backend {
+    fn new(spec: &BackendSpec<'_>) -> Self {
+        Backend {
+            active: 0,
+            weight: spec.weight,
+            max_connections: spec.max_connections,
+            healthy: true,
+            current_weight: 0,
+            stats: BackendStats::default(),
+        }
+    }
+
+    /// The number of connections this backend is serving now.
+    pub fn active(&self) -> u64 {
+        self.active
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    pub fn max_connections(&self) -> Option<u64> {
+        self.max_connections
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
+    }
+
+    /// Why this backend may not take a new connection, if it may not.
+    pub fn ineligible(&self) -> Option<Ineligible> {
+        if !self.healthy {
+            Some(Ineligible::Down)
+        } else if self.weight == 0 {
+            Some(Ineligible::Drained)
+        } else if self.active >= self.max_connections.unwrap_or(MAX_COUNT)
+            || self.active == MAX_COUNT
+        {
+            Some(Ineligible::Full)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a request could not be given a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoBackend {
+    /// The pool has no backends at all.
+    EmptyPool,
+    /// Every backend is ineligible; how many for each reason.
+    NoneEligible {
+        down: usize,
+        drained: usize,
+        full: usize,
+    },
+}
+
+impl fmt::Display for NoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NoBackend::NoneEligible {
+            down,
+            drained,
+            full,
+        } = *self
+        else {
+            return f.write_str("no backend available");
+        };
+        let reasons = [
+            (down, "down"),
+            (drained, "drained (weight 0)"),
+            (full, "full (at their connection limit)"),
+        ];
+        let present: Vec<(usize, &str)> = reasons.into_iter().filter(|&(n, _)| n > 0).collect();
+        f.write_str("no backend available: ")?;
+        match present[..] {
+            [(1, why)] => write!(f, "the only backend is {}", why.replace("their", "its")),
+            [(n, why)] => write!(f, "all {n} backends are {why}"),
+            _ => {
+                let parts: Vec<String> = present
+                    .iter()
+                    .map(|(n, why)| format!("{n} {why}"))
+                    .collect();
+                f.write_str(&parts.join(", "))
+            }
+        }
+    }
+}
+
+/// An operation the engine refused. The pool is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// A backend name was empty.
+    EmptyName,
+    /// The same backend name was given twice in one list.
+    DuplicateBackend(String),
+    /// A backend of this name is already in the pool.
+    AlreadyInPool(String),
+    /// No backend of this name is in the pool.
+    UnknownBackend(String),
+    /// The backend has no active connection to complete.
+    NoActiveConnection(String),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::EmptyName => f.write_str("backend names must not be empty"),
+            EngineError::DuplicateBackend(name) => {
+                write!(f, "backend {name:?} is listed more than once")
+            }
+            EngineError::AlreadyInPool(name) => {
+                write!(f, "backend {name:?} is already in the pool")
+            }
+            EngineError::UnknownBackend(name) => {
+                write!(f, "backend {name:?} is not in the pool")
+            }
+            EngineError::NoActiveConnection(name) => write!(
+                f,
+                "backend {name:?} has no active connections, so there is nothing to complete"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// How a pool chooses, fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Used by requests that do not name an algorithm.
+    pub algorithm: Algorithm,
+    pub tie_break: TieBreak,
+    /// Seeds every random choice.
+    pub seed: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            algorithm: Algorithm::default(),
+            tie_break: TieBreak::default(),
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+/// The result of a pick: the chosen pool position, or why there was none,
+/// and the explanation if one was asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pick {
+    pub chosen: Result<usize, NoBackend>,
+    pub explanation: Option<Explanation>,
+}
+
+/// The backends, in pool order, with their counts, and how to choose.
+///
+/// "Lowest index" everywhere means "first in the pool": the order in which
+/// backends were listed at creation, then appended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    backends: IndexMap<String, Backend>,
+    policy: Policy,
+    rng: rng::Rng,
+    /// Where the round-robin tie-break starts looking: just after the
+    /// previous pick's position.
+    next_after_pick: usize,
+    /// Requests that found no eligible backend.
+    rejected: u64,
+    /// Reused by picks that need a list of positions.
+    scratch: Vec<usize>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::with_policy(Policy::default())
+    }
+}
+
+impl Pool {
+    /// An empty pool with the default policy.
+    pub fn new() -> Self {
+        Pool::default()
+    }
+
+    /// An empty pool that chooses by `policy`.
+    pub fn with_policy(policy: Policy) -> Self {
+        Pool {
+            backends: IndexMap::new(),
+            policy,
+            rng: rng::Rng::new(policy.seed),
+            next_after_pick: 0,
+            rejected: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A pool of the given backends, in order, each with no connections.
+    pub fn with_backends<'a, I>(specs: I, policy: Policy) -> Result<Pool, EngineError>
+    where
+        I: IntoIterator<Item = BackendSpec<'a>>,
+    {
+        let specs = specs.into_iter();
+        let mut pool = Pool::with_policy(policy);
+        pool.backends.reserve(specs.size_hint().0);
+        for spec in specs {
+            if spec.name.is_empty() {
+                return Err(EngineError::EmptyName);
+            }
+            if pool
+                .backends
+                .insert(spec.name.to_owned(), Backend::new(&spec))
+                .is_some()
+            {
+                return Err(EngineError::DuplicateBackend(spec.name.to_owned()));
+            }
+        }
+        Ok(pool)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// How many requests found no eligible backend.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The number of backends in the pool.
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Whether the pool has no backends.
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    /// The backends with their names, in pool order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Backend)> + '_ {
+        self.backends.iter().map(|(name, b)| (name.as_str(), b))
+    }
+
+    /// The backend at a pool position, with its name.
+    pub fn get_index(&self, index: usize) -> Option<(&str, &Backend)> {
+        self.backends
+            .get_index(index)
+            .map(|(name, b)| (name.as_str(), b))
+    }
+
+    /// The backend of that name.
+    pub fn get(&self, name: &str) -> Option<&Backend> {
+        self.backends.get(name)
+    }
+
+    /// Applies an observed snapshot of counts: each listed backend's count is
+    /// set to the given value, and a name the pool lacks is appended (weight
+    /// 1, no limit), in the snapshot's order. Backends not listed keep their
+    /// counts.
+    ///
+    /// Fails, changing nothing, if a name is empty or listed twice.
+    pub fn apply_snapshot(&mut self, snapshot: &[(&str, u64)]) -> Result<(), EngineError> {
+        check_names(snapshot.iter().map(|&(name, _)| name))?;
+        for &(name, count) in snapshot {
+            match self.backends.get_mut(name) {
+                Some(backend) => backend.active = count,
+                None => {
+                    let mut backend = Backend::new(&BackendSpec::named(name));
+                    backend.active = count;
+                    self.backends.insert(name.to_owned(), backend);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses a backend for one new request by `algorithm` (the pool's
+    /// default if `None`) and counts the connection at once.
+    pub fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
+        let algorithm = algorithm.unwrap_or(self.policy.algorithm);
+        let explanation = explain.then(|| self.describe(algorithm));
+        let choice = self.choose(algorithm, explain);
+        let chosen = match choice {
+            Ok(choice) => {
+                let index = choice.index;
+                if let Some((_, backend)) = self.backends.get_index_mut(index) {
+                    // `choose` only returns eligible backends, below MAX_COUNT.
+                    backend.active += 1;
+                    backend.stats.requests += 1;
+                }
+                self.next_after_pick = index + 1;
+                Ok((index, choice))
+            }
+            Err(none) => {
+                self.rejected += 1;
+                Err(none)
+            }
+        };
+        let explanation = explanation.map(|mut e| {
+            if let Ok((_, choice)) = &chosen {
+                e.tie = choice.tie.clone();
+                e.sampled = choice.sampled;
+            }
+            e
+        });
+        Pick {
+            chosen: chosen.map(|(index, _)| index),
+            explanation,
+        }
+    }
+
+    /// Records that a request on the named backend has finished: its count
+    /// drops by one. `ok` is false for a failed request; `duration_ms`, if
+    /// known, joins the backend's mean. Returns the backend's position.
+    pub fn complete(
+        &mut self,
+        name: &str,
+        ok: bool,
+        duration_ms: Option<f64>,
+    ) -> Result<usize, EngineError> {
+        let (index, _, backend) = self
+            .backends
+            .get_full_mut(name)
+            .ok_or_else(|| EngineError::UnknownBackend(name.to_owned()))?;
+        if backend.active == 0 {
+            return Err(EngineError::NoActiveConnection(name.to_owned()));
+        }
+        backend.active -= 1;
+        let stats = &mut backend.stats;
+        stats.completed += 1;
+        if !ok {
+            stats.failed += 1;
+        }
+        if let Some(ms) = duration_ms {
+            stats.duration_sum_ms += ms;
+            stats.duration_count += 1;
+        }
+        Ok(index)
+    }
+
+    /// Appends a backend with no connections. Returns its position.
+    pub fn add(&mut self, spec: BackendSpec<'_>) -> Result<usize, EngineError> {
+        if spec.name.is_empty() {
+            return Err(EngineError::EmptyName);
+        }
+        if self.backends.contains_key(spec.name) {
+            return Err(EngineError::AlreadyInPool(spec.name.to_owned()));
+        }
+        let (index, _) = self
+            .backends
+            .insert_full(spec.name.to_owned(), Backend::new(&spec));
+        Ok(index)
+    }
+
+    /// Removes a backend and its counts at once; later backends move up one
+    /// position. Returns the position it had.
+    pub fn remove(&mut self, name: &str) -> Result<usize, EngineError> {
+        let (index, _, _) = self
+            .backends
+            .shift_remove_full(name)
+            .ok_or_else(|| EngineError::UnknownBackend(name.to_owned()))?;
+        if index < self.next_after_pick {
+            self.next_after_pick -= 1;
+        }
+        Ok(index)
+    }
+
+    /// Changes a backend's health, weight or limit. Returns its position.
+    pub fn change(&mut self, name: &str, change: BackendChange) -> Result<usize, EngineError> {
+        let (index, _, backend) = self
+            .backends
+            .get_full_mut(name)
+            .ok_or_else(|| EngineError::UnknownBackend(name.to_owned()))?;
+        if let Some(healthy) = change.healthy {
+            backend.healthy = healthy;
+        }
+        if let Some(weight) = change.weight {
+            backend.weight = weight;
+        }
+        if let Some(limit) = change.max_connections {
+            backend.max_connections = limit;
+        }
+        Ok(index)
+    }
+
+    /// Why no backend is eligible. Only meaningful when none is.
+    fn why_none(&self) -> NoBackend {
+        if self.backends.is_empty() {
+            return NoBackend::EmptyPool;
+        }
+        let (mut down, mut drained, mut full) = (0, 0, 0);
+        for backend in self.backends.values() {
+            match backend.ineligible() {
+                Some(Ineligible::Down) => down += 1,
+                Some(Ineligible::Drained) => drained += 1,
+                Some(Ineligible::Full) => full += 1,
+                None => {}
+            }
+        }
+        NoBackend::NoneEligible {
+            down,
+            drained,
+            full,
+        }
+    }
+}
+
+/// Checks that every name is non-empty and none repeats.
+fn check_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Result<(), EngineError> {
+    // Snapshots are usually a handful of names: compare pairwise rather than
+    // build a set for each request.
+    const SMALL: usize = 16;
+    let small = names.len() <= SMALL;
+    let mut seen_small: Vec<&str> = Vec::new();
+    let mut seen_large = std::collections::HashSet::new();
+    for name in names {
+        if name.is_empty() {
+            return Err(EngineError::EmptyName);
+        }
+        let repeated = if small {
+            let repeated = seen_small.contains(&name);
+            seen_small.push(name);
+            repeated
+        } else {
+            !seen_large.insert(name)
+        };
+        if repeated {
+            return Err(EngineError::DuplicateBackend(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

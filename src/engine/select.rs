@@ -1,0 +1,391 @@
+//! Selection: which eligible backend gets the next request.
+//!
+//! All of the choosing lives here, once. Scores compare exactly: "active ÷
+//! weight" is compared by cross-multiplying in 128 bits, as NGINX and IPVS
+//! do, never with floats.
+
+use super::{NoBackend, Pool};
+use std::cmp::Ordering;
+
+/// The selection algorithms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Algorithm {
+    /// The eligible backend with the lowest active ÷ weight (plain least
+    /// connections when all weights are 1); ties by the tie-break.
+    #[default]
+    LeastConnections,
+    /// NGINX's smooth weighted round-robin over the eligible backends.
+    RoundRobin,
+    /// An eligible backend at random, in proportion to weight.
+    Random,
+    /// Two distinct eligible backends at random; the lower active ÷ weight
+    /// wins, the lower position on a tie.
+    PowerOfTwoChoices,
+}
+
+impl Algorithm {
+    /// Every protocol name, with the algorithm it means. The first name of
+    /// each algorithm is its own.
+    pub const NAMES: &'static [(&'static str, Algorithm)] = &[
+        ("least-connections", Algorithm::LeastConnections),
+        ("weighted-least-connections", Algorithm::LeastConnections),
+        ("round-robin", Algorithm::RoundRobin),
+        ("random", Algorithm::Random),
+        ("power-of-two-choices", Algorithm::PowerOfTwoChoices),
+    ];
+
+    /// Looks an algorithm up by a protocol name.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        lookup(Self::NAMES, name)
+    }
+
+    /// The protocol name of this algorithm.
+    pub fn name(self) -> &'static str {
+        name_of(Self::NAMES, self)
+    }
+}
+
+/// How least-connections chooses among backends with equal lowest scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TieBreak {
+    /// The first in pool order.
+    #[default]
+    LowestIndex,
+    /// The first whose position is after the previous pick's (by any
+    /// algorithm), wrapping around.
+    RoundRobin,
+    /// One of them at random, uniformly.
+    Random,
+}
+
+impl TieBreak {
+    pub const NAMES: &'static [(&'static str, TieBreak)] = &[
+        ("lowest-index", TieBreak::LowestIndex),
+        ("round-robin", TieBreak::RoundRobin),
+        ("random", TieBreak::Random),
+    ];
+
+    pub fn from_name(name: &str) -> Option<TieBreak> {
+        lookup(Self::NAMES, name)
+    }
+
+    pub fn name(self) -> &'static str {
+        name_of(Self::NAMES, self)
+    }
+}
+
+fn lookup<T: Copy>(names: &[(&str, T)], name: &str) -> Option<T> {
+    names.iter().find(|(n, _)| *n == name).map(|&(_, t)| t)
+}
+
+fn name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], value: T) -> &'static str {
+    names
+        .iter()
+        .find(|(_, t)| *t == value)
+        .map_or("", |&(n, _)| n)
+}
+
+/// Why a backend may not take a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ineligible {
+    /// Marked unhealthy.
+    Down,
+    /// Weight 0.
+    Drained,
+    /// At its `max_connections`, or at the largest count.
+    Full,
+}
+
+impl Ineligible {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ineligible::Down => "down",
+            Ineligible::Drained => "drained",
+            Ineligible::Full => "full",
+        }
+    }
+}
+
+/// What an algorithm compares for a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    /// active ÷ weight; lower is better.
+    Ratio { active: u64, weight: u64 },
+    /// Smooth round-robin's running weight after this pick's increase;
+    /// higher is better.
+    CurrentWeight(i128),
+}
+
+/// One backend as an algorithm saw it, before the pick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub index: usize,
+    pub active: u64,
+    pub weight: u64,
+    pub ineligible: Option<Ineligible>,
+    /// `None` for ineligible backends and for algorithms without scores.
+    pub score: Option<Score>,
+}
+
+/// Several backends shared the best score.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tie {
+    /// Their positions, in pool order.
+    pub tied: Vec<usize>,
+    pub rule: TieBreak,
+    /// For the round-robin rule: the previous pick's position, if any.
+    pub after: Option<usize>,
+}
+
+/// Why a pick went where it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    pub algorithm: Algorithm,
+    /// Every backend, in pool order, as it stood before the pick.
+    pub candidates: Vec<Candidate>,
+    pub tie: Option<Tie>,
+    /// For power-of-two-choices: the two positions drawn.
+    pub sampled: Option<[usize; 2]>,
+}
+
+/// What `choose` decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Choice {
+    pub index: usize,
+    pub tie: Option<Tie>,
+    pub sampled: Option<[usize; 2]>,
+}
+
+impl Choice {
+    fn plain(index: usize) -> Self {
+        Choice {
+            index,
+            tie: None,
+            sampled: None,
+        }
+    }
+}
+
+/// Compares active ÷ weight of two backends exactly. Weights must be
+/// non-zero (eligible backends only).
+pub fn cmp_load(a_active: u64, a_weight: u64, b_active: u64, b_weight: u64) -> Ordering {
+    (u128::from(a_active) * u128::from(b_weight))
+        .cmp(&(u128::from(b_active) * u128::from(a_weight)))
+}
+
+impl Pool {
+    /// Chooses an eligible backend, updating whatever state the algorithm
+    /// keeps, but not the counts. Ties are recorded only if `explain`.
+    pub(super) fn choose(
+        &mut self,
+        algorithm: Algorithm,
+        explain: bool,
+    ) -> Result<Choice, NoBackend> {
+        let choice = match algorithm {
+            Algorithm::LeastConnections => self.least_connections(explain),
+            Algorithm::RoundRobin => self.smooth_round_robin(explain),
+            Algorithm::Random => self.weighted_random(),
+            Algorithm::PowerOfTwoChoices => self.power_of_two_choices(explain),
+        };
+        choice.ok_or_else(|| self.why_none())
+    }
+
+    fn least_connections(&mut self, explain: bool) -> Option<Choice> {
+        let mut tied = std::mem::take(&mut self.scratch);
+        tied.clear();
+        let mut best: Option<(u64, u64)> = None;
+        for (index, backend) in self.backends.values().enumerate() {
+            if backend.ineligible().is_some() {
+                continue;
+            }
+            let order = best
+                .map(|(active, weight)| cmp_load(backend.active, backend.weight, active, weight));
+            match order {
+                None | Some(Ordering::Less) => {
+                    best = Some((backend.active, backend.weight));
+                    tied.clear();
+                    tied.push(index);
+                }
+                Some(Ordering::Equal) => tied.push(index),
+                Some(Ordering::Greater) => {}
+            }
+        }
+        let rule = self.policy.tie_break;
+        let index = match (tied.len(), rule) {
+            (0, _) => None,
+            (1, _) | (_, TieBreak::LowestIndex) => Some(tied[0]),
+            (_, TieBreak::RoundRobin) => tied
+                .iter()
+                .copied()
+                .find(|&i| i >= self.next_after_pick)
+                .or(Some(tied[0])),
+            (n, TieBreak::Random) => Some(tied[self.rng.below(n as u64) as usize]),
+        };
+        let tie = (explain && tied.len() > 1).then(|| Tie {
+            tied: tied.clone(),
+            rule,
+            after: self.previous_pick(),
+        });
+        self.scratch = tied;
+        index.map(|index| Choice {
+            index,
+            tie,
+            sampled: None,
+        })
+    }
+
+    /// The position of the previous pick, as the round-robin tie-break sees
+    /// it.
+    fn previous_pick(&self) -> Option<usize> {
+        self.next_after_pick.checked_sub(1)
+    }
+
+    fn smooth_round_robin(&mut self, explain: bool) -> Option<Choice> {
+        let mut total: i128 = 0;
+        let mut best: Option<(usize, i128)> = None;
+        let mut tied = std::mem::take(&mut self.scratch);
+        tied.clear();
+        for (index, backend) in self.backends.values_mut().enumerate() {
+            if backend.ineligible().is_some() {
+                continue;
+            }
+            let weight = i128::from(backend.weight);
+            backend.current_weight += weight;
+            total += weight;
+            let current = backend.current_weight;
+            match best {
+                Some((_, top)) if current < top => {}
+                Some((_, top)) if current == top => tied.push(index),
+                _ => {
+                    best = Some((index, current));
+                    tied.clear();
+                    tied.push(index);
+                }
+            }
+        }
+        let (index, _) = best?;
+        if let Some((_, backend)) = self.backends.get_index_mut(index) {
+            backend.current_weight -= total;
+        }
+        let tie = (explain && tied.len() > 1).then(|| Tie {
+            tied: tied.clone(),
+            rule: TieBreak::LowestIndex,
+            after: None,
+        });
+        self.scratch = tied;
+        Some(Choice {
+            index,
+            tie,
+            sampled: None,
+        })
+    }
+
+    fn weighted_random(&mut self) -> Option<Choice> {
+        let total: u128 = self
+            .backends
+            .values()
+            .filter(|b| b.ineligible().is_none())
+            .map(|b| u128::from(b.weight))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut ticket = self.rng.below_u128(total);
+        for (index, backend) in self.backends.values().enumerate() {
+            if backend.ineligible().is_some() {
+                continue;
+            }
+            let weight = u128::from(backend.weight);
+            if ticket < weight {
+                return Some(Choice::plain(index));
+            }
+            ticket -= weight;
+        }
+        None // unreachable: the tickets add up to the total
+    }
+
+    fn power_of_two_choices(&mut self, explain: bool) -> Option<Choice> {
+        let mut eligible = std::mem::take(&mut self.scratch);
+        eligible.clear();
+        eligible.extend(
+            self.backends
+                .values()
+                .enumerate()
+                .filter(|(_, b)| b.ineligible().is_none())
+                .map(|(i, _)| i),
+        );
+        let n = eligible.len() as u64;
+        let choice = match n {
+            0 => None,
+            1 => Some(Choice::plain(eligible[0])),
+            _ => {
+                // Two distinct draws: the second skips over the first.
+                let first = self.rng.below(n);
+                let mut second = self.rng.below(n - 1);
+                if second >= first {
+                    second += 1;
+                }
+                let (a, b) = (eligible[first as usize], eligible[second as usize]);
+                let (low, high) = (a.min(b), a.max(b));
+                let load = |i: usize| {
+                    self.backends
+                        .get_index(i)
+                        .map_or((0, 1), |(_, b)| (b.active, b.weight))
+                };
+                let ((la, lw), (ha, hw)) = (load(low), load(high));
+                let order = cmp_load(ha, hw, la, lw);
+                let index = if order == Ordering::Less { high } else { low };
+                let tie = (explain && order == Ordering::Equal).then(|| Tie {
+                    tied: vec![low, high],
+                    rule: TieBreak::LowestIndex,
+                    after: None,
+                });
+                Some(Choice {
+                    index,
+                    tie,
+                    sampled: Some([low, high]),
+                })
+            }
+        };
+        self.scratch = eligible;
+        choice
+    }
+
+    /// Every backend as `algorithm` sees it now, for an explanation.
+    pub(super) fn describe(&self, algorithm: Algorithm) -> Explanation {
+        let candidates = self
+            .backends
+            .values()
+            .enumerate()
+            .map(|(index, b)| {
+                let ineligible = b.ineligible();
+                let score = match algorithm {
+                    _ if ineligible.is_some() => None,
+                    Algorithm::LeastConnections | Algorithm::PowerOfTwoChoices => {
+                        Some(Score::Ratio {
+                            active: b.active,
+                            weight: b.weight,
+                        })
+                    }
+                    Algorithm::RoundRobin => Some(Score::CurrentWeight(
+                        b.current_weight + i128::from(b.weight),
+                    )),
+                    Algorithm::Random => None,
+                };
+                Candidate {
+                    index,
+                    active: b.active,
+                    weight: b.weight,
+                    ineligible,
+                    score,
+                }
+            })
+            .collect();
+        Explanation {
+            algorithm,
+            candidates,
+            tie: None,
+            sampled: None,
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! Unit tests of the engine: exact picks, exact counts, exact errors.
+
+use super::*;
+
+fn spec(name: &str, weight: u64) -> BackendSpec<'_> {
+    BackendSpec {
+        name,
+        weight,
+        max_connections: None,
+    }
+}
+
+fn pool_with(specs: &[BackendSpec<'_>], policy: Policy) -> Pool {
+    Pool::with_backends(specs.iter().copied(), policy).expect("valid backends")
+}
+
+fn pool(names: &[&str]) -> Pool {
+    let specs: Vec<_> = names.iter().map(|n| BackendSpec::named(n)).collect();
+    pool_with(&specs, Policy::default())
+}
+
+fn policy(algorithm: Algorithm, tie_break: TieBreak) -> Policy {
+    Policy {
+        algorithm,
+        tie_break,
+        seed: DEFAULT_SEED,
+    }
+}
+
+fn counts(pool: &Pool) -> Vec<u64> {
+    pool.iter().map(|(_, b)| b.active()).collect()
+}
+
+/// Picks `n` times with the pool's own algorithm; returns the names.
+fn picks(pool: &mut Pool, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let index = pool.pick(None, false).chosen.expect("a backend");
+            pool.get_index(index).unwrap().0.to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_pool_picks_in_order_then_wraps() {
+    let mut p = pool(&["api-1", "api-2", "api-3"]);
+    assert_eq!(picks(&mut p, 4), ["api-1", "api-2", "api-3", "api-1"]);
+    assert_eq!(counts(&p), [2, 1, 1]);
+}
+
+#[test]
+fn picks_fewest_and_counts_eagerly() {
+    let mut p = pool(&["api-1", "api-2", "api-3"]);
+    p.apply_snapshot(&[("api-1", 5), ("api-2", 2), ("api-3", 8)])
+        .unwrap();
+    assert_eq!(picks(&mut p, 4), ["api-2", "api-2", "api-2", "api-1"]);
+    assert_eq!(counts(&p), [6, 5, 8]);
+}
+
+#[test]
+fn snapshot_appends_in_its_own_order_and_keeps_unlisted_counts() {
+    let mut p = pool(&["b"]);
+    p.pick(None, false);
+    p.apply_snapshot(&[("z", 4), ("a", 1)]).unwrap();
+    let names: Vec<&str> = p.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["b", "z", "a"]);
+    assert_eq!(counts(&p), [1, 4, 1]);
+    assert_eq!(p.get("z").unwrap().weight(), 1);
+}
+
+#[test]
+fn rejected_snapshot_changes_nothing() {
+    let mut p = pool(&["a", "b"]);
+    let before = p.clone();
+    assert_eq!(
+        p.apply_snapshot(&[("a", 9), ("new", 1), ("a", 2)]),
+        Err(EngineError::DuplicateBackend("a".into()))
+    );
+    assert_eq!(
+        p.apply_snapshot(&[("a", 9), ("", 1)]),
+        Err(EngineError::EmptyName)
+    );
+    assert_eq!(p, before);
+}
+
+#[test]
+fn duplicate_and_empty_names_are_refused_at_creation() {
+    let dup = [
+        BackendSpec::named("a"),
+        BackendSpec::named("b"),
+        BackendSpec::named("a"),
+    ];
+    assert_eq!(
+        Pool::with_backends(dup, Policy::default()),
+        Err(EngineError::DuplicateBackend("a".into()))
+    );
+    let empty = [BackendSpec::named("a"), BackendSpec::named("")];
+    assert_eq!(
+        Pool::with_backends(empty, Policy::default()),
+        Err(EngineError::EmptyName)
+    );
+}
+
+#[test]
+fn empty_pool_has_no_backend_and_counts_the_rejection() {
+    let mut p = Pool::new();
+    assert_eq!(p.pick(None, false).chosen, Err(NoBackend::EmptyPool));
+    assert_eq!(NoBackend::EmptyPool.to_string(), "no backend available");
+    assert_eq!(p.rejected(), 1);
+}
+
+#[test]
+fn a_saturated_count_is_full_not_wrapped() {
+    let mut p = Pool::new();
+    p.apply_snapshot(&[("full", MAX_COUNT), ("b", MAX_COUNT - 1)])
+        .unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(1));
+    assert_eq!(counts(&p), [MAX_COUNT, MAX_COUNT]);
+    let none = p.pick(None, false).chosen.unwrap_err();
+    assert_eq!(
+        none,
+        NoBackend::NoneEligible {
+            down: 0,
+            drained: 0,
+            full: 2
+        }
+    );
+    assert_eq!(
+        none.to_string(),
+        "no backend available: all 2 backends are full (at their connection limit)"
+    );
+    p.complete("full", true, None).unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(0));
+}
+
+#[test]
+fn completion_decrements_and_refuses_unknown_or_idle() {
+    let mut p = pool(&["a", "b"]);
+    p.pick(None, false);
+    assert_eq!(p.complete("a", true, None), Ok(0));
+    assert_eq!(counts(&p), [0, 0]);
+    let before = p.clone();
+    assert_eq!(
+        p.complete("a", true, None),
+        Err(EngineError::NoActiveConnection("a".into()))
+    );
+    assert_eq!(
+        p.complete("zz", true, None),
+        Err(EngineError::UnknownBackend("zz".into()))
+    );
+    assert_eq!(p, before);
+}
+
+// --- weights ---------------------------------------------------------------
+
+#[test]
+fn weighted_least_connections_follows_the_seed_article() {
+    // Weights 4, 2, 1 with 8, 3, 1 connections: scores 2, 1.5, 1.
+    let mut p = pool_with(
+        &[spec("high", 4), spec("medium", 2), spec("low", 1)],
+        Policy::default(),
+    );
+    p.apply_snapshot(&[("high", 8), ("medium", 3), ("low", 1)])
+        .unwrap();
+    // low (1 → 2/1 = 2), then medium (1.5 → 4/2 = 2), then all tie at 2.
+    assert_eq!(picks(&mut p, 3), ["low", "medium", "high"]);
+    assert_eq!(counts(&p), [9, 4, 2]);
+}
+
+#[test]
+fn scores_compare_exactly_without_floats() {
+    // 333333333333333333 / 999999999999999999 is exactly 1/3; as f64 the two
+    // differ. A true tie goes to the lower index.
+    let mut p = pool_with(
+        &[spec("a", 999_999_999_999_999_999), spec("b", 3)],
+        Policy::default(),
+    );
+    p.apply_snapshot(&[("a", 333_333_333_333_333_333), ("b", 1)])
+        .unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    // And the largest values do not overflow the comparison.
+    let mut p = pool_with(
+        &[spec("a", u64::MAX), spec("b", u64::MAX - 1)],
+        Policy::default(),
+    );
+    p.apply_snapshot(&[("a", u64::MAX - 1), ("b", u64::MAX - 2)])
+        .unwrap();
+    // (2^64-2)/(2^64-1) vs (2^64-3)/(2^64-2): the second is smaller.
+    assert_eq!(p.pick(None, false).chosen, Ok(1));
+}
+
+#[test]
+fn a_drained_backend_keeps_its_connections_and_gets_no_new_ones() {
+    let mut p = pool_with(&[spec("a", 0), spec("b", 1)], Policy::default());
+    p.apply_snapshot(&[("a", 3), ("b", 10)]).unwrap();
+    assert_eq!(picks(&mut p, 2), ["b", "b"]);
+    assert_eq!(counts(&p), [3, 12]);
+    p.complete("a", true, None).unwrap();
+    assert_eq!(counts(&p), [2, 12]);
+}
+
+#[test]
+fn max_connections_makes_a_backend_full() {
+    let limited = BackendSpec {
+        name: "a",
+        weight: 1,
+        max_connections: Some(2),
+    };
+    let mut p = pool_with(&[limited, spec("b", 1)], Policy::default());
+    p.apply_snapshot(&[("b", 5)]).unwrap();
+    assert_eq!(picks(&mut p, 3), ["a", "a", "b"]);
+    let zero = BackendSpec {
+        name: "z",
+        weight: 1,
+        max_connections: Some(0),
+    };
+    let mut p = pool_with(&[zero], Policy::default());
+    let none = p.pick(None, false).chosen.unwrap_err();
+    assert_eq!(
+        none.to_string(),
+        "no backend available: the only backend is full (at its connection limit)"
+    );
+}
+
+#[test]
+fn no_backend_says_why() {
+    let mut p = pool(&["a", "b", "c"]);
+    p.change(
+        "a",
+        BackendChange {
+            healthy: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    p.change(
+        "b",
+        BackendChange {
+            weight: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    p.change(
+        "c",
+        BackendChange {
+            max_connections: Some(Some(0)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.pick(None, false).chosen.unwrap_err().to_string(),
+        "no backend available: 1 down, 1 drained (weight 0), 1 full (at their connection limit)"
+    );
+    let mut p = pool(&["a", "b"]);
+    for name in ["a", "b"] {
+        p.change(
+            name,
+            BackendChange {
+                healthy: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        p.pick(None, false).chosen.unwrap_err().to_string(),
+        "no backend available: all 2 backends are down"
+    );
+    let mut p = pool(&["a", "b"]);
+    for name in ["a", "b"] {
+        p.change(
+            name,
+            BackendChange {
+                weight: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        p.pick(None, false).chosen.unwrap_err().to_string(),
+        "no backend available: all 2 backends are drained (weight 0)"
+    );
+    assert_eq!(p.rejected(), 1);
+}
+
+// --- algorithms ------------------------------------------------------------
+
+#[test]
+fn smooth_round_robin_spreads_weights_5_1_1_as_nginx_does() {
+    let mut p = pool_with(
+        &[spec("a", 5), spec("b", 1), spec("c", 1)],
+        policy(Algorithm::RoundRobin, TieBreak::LowestIndex),
+    );
+    let expected = ["a", "a", "b", "a", "c", "a", "a"];
+    assert_eq!(picks(&mut p, 7), expected);
+    assert_eq!(picks(&mut p, 7), expected, "the cycle repeats");
+    assert_eq!(
+        counts(&p),
+        [10, 2, 2],
+        "counts are kept under round-robin too"
+    );
+}
+
+#[test]
+fn smooth_round_robin_skips_ineligible_and_keeps_current_weights_across_changes() {
+    let mut p = pool_with(
+        &[spec("a", 5), spec("b", 1), spec("c", 1)],
+        policy(Algorithm::RoundRobin, TieBreak::LowestIndex),
+    );
+    assert_eq!(picks(&mut p, 2), ["a", "a"]);
+    // Current weights now a: 5-7+5-7 = -4, b: 2, c: 2. Adding d (weight 1,
+    // current 0) keeps them; the total becomes 8.
+    p.add(spec("d", 1)).unwrap();
+    // a  1, b  3, c 3, d 1 → b (the first of b, c); b = 3-8 = -5
+    // a  6, b -4, c 4, d 2 → a;                     a = 6-8 = -2
+    // a  3, b -3, c 5, d 3 → c;                     c = 5-8 = -3
+    assert_eq!(picks(&mut p, 3), ["b", "a", "c"]);
+    p.change(
+        "a",
+        BackendChange {
+            healthy: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let names = picks(&mut p, 6);
+    assert!(!names.contains(&"a".to_owned()), "{names:?}");
+}
+
+#[test]
+fn random_is_reproducible_under_a_seed() {
+    let make = |seed| {
+        let mut p = pool_with(
+            &[spec("a", 1), spec("b", 2), spec("c", 3)],
+            Policy {
+                algorithm: Algorithm::Random,
+                tie_break: TieBreak::LowestIndex,
+                seed,
+            },
+        );
+        picks(&mut p, 50)
+    };
+    assert_eq!(make(7), make(7));
+    assert_ne!(make(7), make(8));
+}
+
+#[test]
+fn random_is_fair_to_weights() {
+    let mut p = pool_with(
+        &[spec("three", 3), spec("one", 1)],
+        policy(Algorithm::Random, TieBreak::LowestIndex),
+    );
+    let n = 20_000;
+    let three = picks(&mut p, n).iter().filter(|x| *x == "three").count();
+    // Expect 15000 with a standard deviation of about 61: ±600 is ten of
+    // them, so this cannot fail by chance (and the seed is fixed anyway).
+    assert!((14_400..=15_600).contains(&three), "{three} of {n}");
+}
+
+#[test]
+fn random_never_picks_an_ineligible_backend() {
+    let mut p = pool_with(
+        &[spec("a", 5), spec("drained", 0), spec("c", 1)],
+        policy(Algorithm::Random, TieBreak::LowestIndex),
+    );
+    p.change(
+        "a",
+        BackendChange {
+            healthy: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(picks(&mut p, 200).iter().all(|n| n == "c"));
+}
+
+#[test]
+fn power_of_two_choices_with_two_backends_is_least_connections() {
+    let mut p = pool(&["a", "b"]);
+    p = Pool {
+        policy: policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
+        ..p
+    };
+    p.apply_snapshot(&[("a", 5), ("b", 2)]).unwrap();
+    // b until it reaches 5, then the tie goes to a, then alternate.
+    assert_eq!(picks(&mut p, 5), ["b", "b", "b", "a", "b"]);
+}
+
+#[test]
+fn power_of_two_choices_prefers_the_lighter_of_two_draws() {
+    let mut p = pool_with(
+        &[spec("a", 1), spec("b", 1), spec("c", 1), spec("d", 1)],
+        policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
+    );
+    p.apply_snapshot(&[("a", 1000), ("b", 1000), ("c", 1000), ("d", 0)])
+        .unwrap();
+    // The heaviest three can win only against each other; d wins whenever it
+    // is drawn (half of all pairs).
+    for _ in 0..100 {
+        let pick = p.pick(None, true);
+        let e = pick.explanation.unwrap();
+        let [x, y] = e.sampled.unwrap();
+        assert!(x < y);
+        let chosen = pick.chosen.unwrap();
+        if x == 3 || y == 3 {
+            assert_eq!(chosen, 3);
+        } else {
+            assert!(chosen == x || chosen == y);
+        }
+        p.complete(
+            p.get_index(chosen).unwrap().0.to_owned().as_str(),
+            true,
+            None,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn power_of_two_choices_with_one_eligible_takes_it() {
+    let mut p = pool_with(
+        &[spec("a", 0), spec("b", 1)],
+        policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
+    );
+    assert_eq!(picks(&mut p, 3), ["b", "b", "b"]);
+}
+
+#[test]
+fn a_request_may_use_another_algorithm_than_the_default() {
+    let mut p = pool_with(&[spec("a", 5), spec("b", 1)], Policy::default());
+    p.apply_snapshot(&[("a", 0), ("b", 0)]).unwrap();
+    assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
+    assert_eq!(
+        p.pick(None, false).chosen,
+        Ok(1),
+        "default is least-connections"
+    );
+}
+
+// --- tie-breaks ------------------------------------------------------------
+
+#[test]
+fn round_robin_tie_break_rotates_among_equals() {
+    let mut p = pool_with(
+        &[spec("a", 1), spec("b", 1), spec("c", 1)],
+        policy(Algorithm::LeastConnections, TieBreak::RoundRobin),
+    );
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let index = p.pick(None, false).chosen.unwrap();
+        let name = p.get_index(index).unwrap().0.to_owned();
+        p.complete(&name, true, None).unwrap();
+        seen.push(name);
+    }
+    assert_eq!(seen, ["a", "b", "c", "a", "b"]);
+}
+
+#[test]
+fn round_robin_tie_break_counts_from_the_previous_pick_of_any_algorithm() {
+    let mut p = pool_with(
+        &[spec("a", 1), spec("b", 1), spec("c", 1), spec("d", 1)],
+        policy(Algorithm::LeastConnections, TieBreak::RoundRobin),
+    );
+    p.apply_snapshot(&[("a", 0), ("b", 5), ("c", 0), ("d", 0)])
+        .unwrap();
+    // A round-robin pick lands on a (position 0)...
+    assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
+    p.complete("a", true, None).unwrap();
+    // ...so among a, c, d the tie goes to the first after position 0: c.
+    assert_eq!(p.pick(None, false).chosen, Ok(2));
+    p.complete("c", true, None).unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(3));
+    p.complete("d", true, None).unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(0), "wraps around");
+}
+
+#[test]
+fn round_robin_tie_break_follows_a_removal() {
+    let mut p = pool_with(
+        &[spec("a", 1), spec("b", 1), spec("c", 1)],
+        policy(Algorithm::LeastConnections, TieBreak::RoundRobin),
+    );
+    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    p.complete("a", true, None).unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(1)); // b
+    p.complete("b", true, None).unwrap();
+    p.remove("b").unwrap();
+    // The pick after b's place is c, now at position 1.
+    assert_eq!(p.pick(None, false).chosen, Ok(1));
+    assert_eq!(p.get_index(1).unwrap().0, "c");
+}
+
+#[test]
+fn random_tie_break_is_reproducible_and_stays_among_the_tied() {
+    let run = || {
+        let mut p = pool_with(
+            &[spec("a", 1), spec("b", 1), spec("c", 1), spec("busy", 1)],
+            policy(Algorithm::LeastConnections, TieBreak::Random),
+        );
+        p.apply_snapshot(&[("busy", 1000)]).unwrap();
+        (0..60)
+            .map(|_| {
+                let i = p.pick(None, false).chosen.unwrap();
+                let name = p.get_index(i).unwrap().0.to_owned();
+                p.complete(&name, true, None).unwrap();
+                name
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(first, run());
+    assert!(!first.contains(&"busy".to_owned()));
+    for name in ["a", "b", "c"] {
+        assert!(
+            first.contains(&name.to_owned()),
+            "{name} never chosen: {first:?}"
+        );
+    }
+}
+
+// --- pool changes and statistics -------------------------------------------
+
+#[test]
+fn add_remove_and_change_backends() {
+    let mut p = pool(&["a"]);
+    assert_eq!(p.add(spec("b", 2)), Ok(1));
+    assert_eq!(
+        p.add(spec("a", 1)),
+        Err(EngineError::AlreadyInPool("a".into()))
+    );
+    assert_eq!(p.add(spec("", 1)), Err(EngineError::EmptyName));
+    p.pick(None, false);
+    assert_eq!(p.remove("a"), Ok(0));
+    assert_eq!(p.remove("a"), Err(EngineError::UnknownBackend("a".into())));
+    assert_eq!(
+        p.complete("a", true, None),
+        Err(EngineError::UnknownBackend("a".into()))
+    );
+    let change = BackendChange {
+        healthy: Some(false),
+        weight: Some(7),
+        max_connections: Some(Some(3)),
+    };
+    assert_eq!(p.change("b", change), Ok(0));
+    let b = p.get("b").unwrap();
+    assert_eq!(
+        (b.healthy(), b.weight(), b.max_connections()),
+        (false, 7, Some(3))
+    );
+    p.change(
+        "b",
+        BackendChange {
+            max_connections: Some(None),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(p.get("b").unwrap().max_connections(), None);
+    assert_eq!(
+        p.change("zz", BackendChange::default()),
+        Err(EngineError::UnknownBackend("zz".into()))
+    );
+}
+
+#[test]
+fn statistics_count_picks_completions_failures_and_durations() {
+    let mut p = pool(&["a", "b"]);
+    picks(&mut p, 3); // a, b, a
+    p.complete("a", true, Some(10.0)).unwrap();
+    p.complete("a", false, Some(30.0)).unwrap();
+    p.complete("b", false, None).unwrap();
+    let a = p.get("a").unwrap().stats();
+    assert_eq!((a.requests, a.completed, a.failed), (2, 2, 1));
+    assert_eq!(a.mean_duration_ms(), Some(20.0));
+    let b = p.get("b").unwrap().stats();
+    assert_eq!((b.requests, b.completed, b.failed), (1, 1, 1));
+    assert_eq!(b.mean_duration_ms(), None);
+}
+
+#[test]
+fn explanations_show_every_candidate_and_the_tie() {
+    let mut p = pool_with(
+        &[spec("a", 2), spec("b", 1), spec("c", 1), spec("d", 0)],
+        policy(Algorithm::LeastConnections, TieBreak::LowestIndex),
+    );
+    p.apply_snapshot(&[("a", 2), ("b", 1), ("c", 3)]).unwrap();
+    p.change(
+        "c",
+        BackendChange {
+            healthy: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pick = p.pick(None, true);
+    assert_eq!(pick.chosen, Ok(0));
+    let e = pick.explanation.unwrap();
+    assert_eq!(e.algorithm, Algorithm::LeastConnections);
+    let reasons: Vec<_> = e.candidates.iter().map(|c| c.ineligible).collect();
+    assert_eq!(
+        reasons,
+        [
+            None,
+            None,
+            Some(Ineligible::Down),
+            Some(Ineligible::Drained)
+        ]
+    );
+    assert_eq!(
+        e.candidates[0].score,
+        Some(Score::Ratio {
+            active: 2,
+            weight: 2
+        })
+    );
+    assert_eq!(e.candidates[0].active, 2, "as it stood before the pick");
+    assert_eq!(e.candidates[2].score, None);
+    assert_eq!(
+        e.tie,
+        Some(Tie {
+            tied: vec![0, 1],
+            rule: TieBreak::LowestIndex,
+            after: None
+        })
+    );
+    // Without a tie there is no tie record; without explain, no explanation.
+    let pick = p.pick(None, true);
+    assert_eq!(pick.chosen, Ok(1));
+    assert_eq!(pick.explanation.unwrap().tie, None);
+    assert_eq!(p.pick(None, false).explanation, None);
+}
+
+#[test]
+fn algorithm_and_tie_break_names_round_trip() {
+    for &(name, algorithm) in Algorithm::NAMES {
+        assert_eq!(Algorithm::from_name(name), Some(algorithm));
+    }
+    assert_eq!(
+        Algorithm::from_name("weighted-least-connections"),
+        Some(Algorithm::LeastConnections)
+    );
+    assert_eq!(Algorithm::LeastConnections.name(), "least-connections");
+    for &(name, rule) in TieBreak::NAMES {
+        assert_eq!(TieBreak::from_name(name), Some(rule));
+        assert_eq!(rule.name(), name);
+    }
+    assert_eq!(Algorithm::from_name("round_robin"), None);
+}
