@@ -30,6 +30,11 @@ THE NODE
     --max-message-size SIZE   skip (and report) any message larger than SIZE
                               bytes; suffixes K, M, G (powers of 1024)
                               [default: 64M]
+    --strict                  exit with status 1 if any input could not be
+                              parsed (not JSON, not UTF-8, not an envelope,
+                              over the size limit), for CI replays. Without
+                              it, bad input never changes the exit status.
+                              Error replies are normal traffic either way.
 
 REPLAY
     Runs each case (NAME.in, NAME.out, optional NAME.case.json) under the
@@ -56,6 +61,7 @@ pub enum Command {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NodeArgs {
     pub max_message_size: usize,
+    pub strict: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -74,6 +80,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Comman
     }
     let mut node = NodeArgs {
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        strict: false,
     };
     let mut rep = ReplayArgs {
         bin: None,
@@ -104,6 +111,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Comman
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "--max-message-size" if !replay => node.max_message_size = parse_size(&value()?)?,
+            "--strict" if !replay && inline.is_none() => node.strict = true,
             "--bin" if replay => rep.bin = Some(PathBuf::from(value()?)),
             "--timeout" if replay => {
                 let v = value()?;
@@ -181,6 +189,13 @@ fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         None => event_loop::run(stdin, io::stdout().lock(), stderr, &options),
     };
     match result {
+        Ok(summary) if args.strict && summary.skipped > 0 => {
+            eprintln!(
+                "leastconn: --strict: {} piece(s) of input could not be parsed",
+                summary.skipped
+            );
+            Ok(ExitCode::from(1))
+        }
         Ok(_) => Ok(ExitCode::SUCCESS),
         // The reader went away: nothing more can be said to anyone.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
@@ -229,7 +244,15 @@ mod tests {
         assert_eq!(
             parse(args(&[])).unwrap(),
             Command::Node(NodeArgs {
-                max_message_size: DEFAULT_MAX_MESSAGE_SIZE
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                strict: false,
+            })
+        );
+        assert_eq!(
+            parse(args(&["--strict"])).unwrap(),
+            Command::Node(NodeArgs {
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                strict: true,
             })
         );
     }
@@ -246,7 +269,8 @@ mod tests {
         assert_eq!(
             parse(args(&["--max-message-size=1K"])).unwrap(),
             Command::Node(NodeArgs {
-                max_message_size: 1024
+                max_message_size: 1024,
+                strict: false,
             })
         );
     }
@@ -269,6 +293,8 @@ mod tests {
             &["--nope"][..],
             &["--bin", "x"],
             &["replay", "--max-message-size", "1K"],
+            &["replay", "--strict"],
+            &["--strict=yes"],
             &["--max-message-size"],
             &["stray"],
         ] {
