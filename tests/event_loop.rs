@@ -1,0 +1,257 @@
+//! Whole-program properties, through the real event loop in-process (over
+//! byte buffers, so thousands of cases run in seconds): whatever the input,
+//! the loop never panics, every line it writes is a valid reply envelope,
+//! and every well-formed message with a `msg_id` gets exactly one reply
+//! carrying it.
+
+use leastconn::event_loop::{run, Options};
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn run_bytes(input: &[u8]) -> (Vec<Value>, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    run(input, &mut out, &mut err, &Options::default()).expect("in-memory I/O cannot fail");
+    let text = String::from_utf8(out).expect("replies are UTF-8");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "output ends mid-line"
+    );
+    let replies = text
+        .lines()
+        .map(|line| {
+            let reply: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            check_envelope(&reply, line);
+            reply
+        })
+        .collect();
+    (
+        replies,
+        String::from_utf8(err).expect("diagnostics are UTF-8"),
+    )
+}
+
+fn check_envelope(reply: &Value, line: &str) {
+    assert!(reply["src"].is_string(), "{line}");
+    assert!(reply["dest"].is_string(), "{line}");
+    assert!(reply["body"]["type"].is_string(), "{line}");
+    assert_eq!(reply.as_object().map(|o| o.len()), Some(3), "{line}");
+}
+
+/// The `msg_id` of a line that is, by itself, a well-formed message.
+fn well_formed_id(line: &[u8]) -> Option<i128> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    let body = v.get("body")?.as_object()?;
+    if !(v.get("src")?.is_string() && v.get("dest")?.is_string()) {
+        return None;
+    }
+    let id = body.get("msg_id")?;
+    id.as_u64()
+        .map(i128::from)
+        .or_else(|| id.as_i64().map(i128::from))
+}
+
+/// Checks the reply property for input made of lines: a line that is a
+/// well-formed message is answered if the line before it (ignoring blank
+/// lines) is itself a complete JSON value, since only then is it certain
+/// that it does not sit inside an earlier, broken message.
+fn check_replies(input: &[u8], replies: &[Value]) {
+    let ids_answered: Vec<i128> = replies
+        .iter()
+        .filter_map(|r| r["body"].get("in_reply_to"))
+        .filter_map(|id| id.as_i64().map(i128::from).or(id.as_u64().map(i128::from)))
+        .collect();
+    let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+    let mut previous_complete = true;
+    for line in &lines {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if previous_complete {
+            if let Some(id) = well_formed_id(trimmed) {
+                let answered = ids_answered.iter().filter(|&&a| a == id).count();
+                let sent = lines
+                    .iter()
+                    .filter(|l| well_formed_id(l.trim_ascii()) == Some(id))
+                    .count();
+                assert!(
+                    answered >= 1 && answered <= sent,
+                    "msg_id {id}: {answered} replies for {sent} message(s); line {}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        previous_complete = serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+    }
+}
+
+// --- valid traces ----------------------------------------------------------------
+
+fn message(id: u64, kind: u8, n: u8) -> String {
+    let name = format!("b{}", n % 4);
+    let body = match kind % 8 {
+        0 => format!(
+            r#"{{"type":"init","msg_id":{id},"backends":["b0","b1",{{"name":"b2","weight":2}}],"tie_break":"round-robin"}}"#
+        ),
+        1 => format!(
+            r#"{{"type":"request_complete","msg_id":{id},"backend":"{name}","ok":false,"duration_ms":3.5}}"#
+        ),
+        2 => format!(
+            r#"{{"type":"http_request","msg_id":{id},"active_connections":{{"{name}":{n},"b1":1}}}}"#
+        ),
+        3 => format!(
+            r#"{{"type":"set_backend","msg_id":{id},"backend":"{name}","healthy":{}}}"#,
+            n % 2 == 0
+        ),
+        4 => format!(
+            r#"{{"type":"add_backend","msg_id":{id},"backend":"{name}","max_connections":2}}"#
+        ),
+        5 => format!(r#"{{"type":"remove_backend","msg_id":{id},"backend":"{name}"}}"#),
+        6 => format!(r#"{{"type":"stats","msg_id":{id}}}"#),
+        _ => format!(
+            r#"{{"type":"http_request","msg_id":{id},"algorithm":"round-robin","explain":true}}"#
+        ),
+    };
+    format!(r#"{{"src":"c{n}","dest":"lb","body":{body}}}"#)
+}
+
+fn trace() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec((any::<u8>(), any::<u8>()), 1..40).prop_map(|specs| {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, &(kind, n))| message(i as u64 + 1, kind, n))
+            .collect()
+    })
+}
+
+/// Ways of damaging a trace, as a user's tools do.
+#[derive(Clone, Debug)]
+enum Damage {
+    FlipByte { line: usize, at: usize, to: u8 },
+    CutLine { line: usize, at: usize },
+    DropTail { line: usize, keep: usize },
+    Retype { line: usize, field: u8, to: u8 },
+    JoinLines { line: usize },
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(line, at, to)| Damage::FlipByte {
+            line,
+            at,
+            to
+        }),
+        (any::<usize>(), any::<usize>()).prop_map(|(line, at)| Damage::CutLine { line, at }),
+        (any::<usize>(), any::<usize>()).prop_map(|(line, keep)| Damage::DropTail { line, keep }),
+        (any::<usize>(), any::<u8>(), any::<u8>()).prop_map(|(line, field, to)| Damage::Retype {
+            line,
+            field,
+            to
+        }),
+        any::<usize>().prop_map(|line| Damage::JoinLines { line }),
+    ]
+}
+
+fn apply_damage(lines: &mut Vec<Vec<u8>>, damage: &Damage) {
+    let n = lines.len();
+    match *damage {
+        Damage::FlipByte { line, at, to } => {
+            let l = &mut lines[line % n];
+            if !l.is_empty() {
+                let i = at % l.len();
+                l[i] = to;
+            }
+        }
+        Damage::CutLine { line, at } => {
+            let l = lines[line % n].clone();
+            let i = at % (l.len() + 1);
+            lines[line % n] = l[..i].to_vec();
+            lines.insert(line % n + 1, l[i..].to_vec());
+        }
+        Damage::DropTail { line, keep } => {
+            let l = &mut lines[line % n];
+            let keep = keep % (l.len() + 1);
+            l.truncate(keep);
+        }
+        Damage::Retype { line, field, to } => {
+            let fields = [
+                "\"msg_id\":",
+                "\"backend\":",
+                "\"body\":",
+                "\"src\":",
+                "\"active_connections\":",
+                "\"type\":",
+            ];
+            let values: [&[u8]; 6] = [b"\"text\"", b"-1", b"[1,2]", b"null", b"1.5", b"{}"];
+            let key = fields[field as usize % fields.len()].as_bytes();
+            let l = &mut lines[line % n];
+            if let Some(start) = l.windows(key.len()).position(|w| w == key) {
+                let value_start = start + key.len();
+                // Replace the value up to the next ',' or '}' at the same level
+                // (roughly: good enough to change its type).
+                let end = l[value_start..]
+                    .iter()
+                    .position(|&b| b == b',' || b == b'}')
+                    .map_or(l.len(), |p| value_start + p);
+                l.splice(
+                    value_start..end,
+                    values[to as usize % values.len()].iter().copied(),
+                );
+            }
+        }
+        Damage::JoinLines { line } => {
+            if n > 1 {
+                let i = line % (n - 1);
+                let next = lines.remove(i + 1);
+                lines[i].extend_from_slice(&next);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_break_the_loop(input in prop::collection::vec(any::<u8>(), 0..2000)) {
+        let (_, _) = run_bytes(&input);
+    }
+
+    #[test]
+    fn json_like_bytes_never_break_the_loop(
+        input in prop::collection::vec(
+            prop::sample::select(b"{}[]\":,\\ \n\r\t0123456789-.eEtrufalsn\x00\xff\xef\xbb\xbfabc".to_vec()),
+            0..2000,
+        )
+    ) {
+        let (_, _) = run_bytes(&input);
+    }
+
+    #[test]
+    fn every_message_of_a_valid_trace_is_answered_once(trace in trace()) {
+        let input = trace.join("\n") + "\n";
+        let (replies, diagnostics) = run_bytes(input.as_bytes());
+        prop_assert_eq!(diagnostics, "");
+        prop_assert_eq!(replies.len(), trace.len());
+        for (i, reply) in replies.iter().enumerate() {
+            prop_assert_eq!(&reply["body"]["in_reply_to"], &Value::from(i as u64 + 1));
+        }
+    }
+
+    #[test]
+    fn damaged_traces_still_answer_every_well_formed_message(
+        trace in trace(),
+        damages in prop::collection::vec(damage(), 1..6),
+    ) {
+        let mut lines: Vec<Vec<u8>> = trace.into_iter().map(String::into_bytes).collect();
+        for d in &damages {
+            apply_damage(&mut lines, d);
+        }
+        let input = lines.join(&b'\n');
+        let (replies, _) = run_bytes(&input);
+        check_replies(&input, &replies);
+    }
+}
