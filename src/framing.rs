@@ -150,7 +150,10 @@ impl Containers {
 /// Cuts a byte stream into top-level JSON objects. See the module docs.
 #[derive(Debug)]
 pub struct Framer {
+    /// Input bytes in `buf[..end]`; the rest is spare room for the next
+    /// read, kept between reads so that it is not cleared again each time.
     buf: Vec<u8>,
+    end: usize,
     /// Index in `buf` of the next byte to scan.
     pos: usize,
     /// The absolute input offset of `buf[0]`.
@@ -179,6 +182,7 @@ impl Framer {
     pub fn new(max_size: usize) -> Self {
         Framer {
             buf: Vec::new(),
+            end: 0,
             pos: 0,
             base: 0,
             line: 1,
@@ -195,29 +199,26 @@ impl Framer {
     /// Appends bytes to the input.
     pub fn push(&mut self, bytes: &[u8]) {
         self.compact();
+        self.buf.truncate(self.end);
         self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
     }
 
     /// Reads once from `reader` into the framer's buffer. Returns the number
     /// of bytes read; 0 means the input has ended.
     pub fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
         self.compact();
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let result = loop {
-            match reader.read(&mut self.buf[len..]) {
+        if self.buf.len() - self.end < READ_CHUNK / 2 {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        let n = loop {
+            match reader.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+                other => break other?,
             }
         };
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        result
-    }
-
-    /// Whether bytes are buffered that have not been scanned yet.
-    pub fn has_unscanned(&self) -> bool {
-        self.pos < self.buf.len()
+        self.end += n;
+        Ok(n)
     }
 
     /// Drops bytes no longer needed from the front of the buffer.
@@ -231,7 +232,8 @@ impl Framer {
         if keep_from == 0 {
             return;
         }
-        self.buf.drain(..keep_from);
+        self.buf.copy_within(keep_from..self.end, 0);
+        self.end -= keep_from;
         self.base += keep_from as u64;
         self.pos -= keep_from;
         if let Some(Current {
@@ -257,12 +259,19 @@ impl Framer {
     }
 
     fn scan(&mut self) -> Option<Found> {
-        while self.pos < self.buf.len() {
+        while self.pos < self.end {
             let index = self.pos;
             let byte = self.buf[index];
             let step = self.step(index, byte);
             match step {
-                Step::Next => self.pos += 1,
+                Step::Next => {
+                    self.pos += 1;
+                    // Checked at every step, so that where a message turns
+                    // out too large does not depend on how input arrives.
+                    if let Some(found) = self.check_size() {
+                        return Some(found);
+                    }
+                }
                 Step::Again => {}
                 Step::Wait => return None,
                 Step::Emit(end) | Step::EmitAndAgain(end) => {
@@ -276,14 +285,20 @@ impl Framer {
                 Step::Skip(skipped) => return Some(Found::Skipped(skipped)),
             }
         }
+        None
+    }
+
+    /// Reports the current value once it is past the size limit, and stops
+    /// keeping its bytes.
+    fn check_size(&mut self) -> Option<Found> {
         let current = self.current.as_mut()?;
         let start = current.start?;
-        if self.pos - start > self.max_size {
-            current.start = None;
-            let at = current.at;
-            return Some(Found::Skipped(self.too_large(at)));
+        if self.pos - start <= self.max_size {
+            return None;
         }
-        None
+        current.start = None;
+        let at = current.at;
+        Some(Found::Skipped(self.too_large(at)))
     }
 
     fn frame(&self, found: Found) -> Frame<'_> {
@@ -405,7 +420,7 @@ impl Framer {
                     }
                     _ => {
                         // Skip ordinary string bytes in one go.
-                        let rest = &self.buf[index + 1..];
+                        let rest = &self.buf[index + 1..self.end];
                         let run = rest
                             .iter()
                             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
@@ -470,11 +485,11 @@ impl Framer {
         }
         if state == Top && index == 0 && self.base == 0 && byte == BOM[0] {
             // A byte-order mark at the start of the input is not content.
-            if self.buf.starts_with(BOM) {
+            if self.buf[..self.end].starts_with(BOM) {
                 self.pos += BOM.len() - 1;
                 return Step::Next;
             }
-            if BOM.starts_with(&self.buf) && !self.at_eof {
+            if BOM.starts_with(&self.buf[..self.end]) && !self.at_eof {
                 return Step::Wait;
             }
         }
@@ -867,11 +882,7 @@ mod tests {
                 assert!(matches!(frame, Frame::Skipped(_)));
                 skipped += 1;
             }
-            assert!(
-                framer.buf.len() <= 2000,
-                "buffer grew to {}",
-                framer.buf.len()
-            );
+            assert!(framer.end <= 2000, "buffer grew to {}", framer.end);
         }
         assert_eq!(skipped, 1);
         assert_eq!(framer.finish(), None);

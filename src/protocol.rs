@@ -406,7 +406,8 @@ struct RawEnvelope<'a> {
 /// Parses a message's envelope. The error says why the input is not an
 /// envelope, in words for a diagnostic; such input cannot be answered.
 pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope<'_>, String> {
-    let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(|e| describe_json_error(&e))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| describe_utf8_error(bytes, &e))?;
+    let raw: RawEnvelope = serde_json::from_str(text).map_err(|e| describe_json_error(&e))?;
     let src = address_field("src", raw.src)?;
     let dest = address_field("dest", raw.dest)?;
     let body = match raw.body {
@@ -426,6 +427,32 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope<'_>, String> {
 fn address_field<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, String> {
     let raw = raw.ok_or_else(|| format!("not a message: the envelope has no \"{field}\""))?;
     string_field(field, raw).map_err(|e| format!("not a message: {}", e.text))
+}
+
+/// Says where a message stops being UTF-8.
+fn describe_utf8_error(bytes: &[u8], e: &std::str::Utf8Error) -> String {
+    let at = e.valid_up_to();
+    let before = &bytes[..at];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    format!(
+        "not valid UTF-8: byte 0x{:02X} at line {line}, column {column} of this message",
+        bytes[at]
+    )
+}
+
+/// A piece of input quoted in an error text, cut short if it is long.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+        None => text.to_owned(),
+    }
 }
 
 /// Turns a serde_json error into a diagnostic, without serde's own wording
@@ -576,13 +603,15 @@ pub fn parse_body(body: &RawValue) -> Body<'_> {
     let raw: RawBody = match serde_json::from_str(body.get()) {
         Ok(raw) => raw,
         Err(e) => {
+            // Only a repeated field gets here; the msg_id may still be clear.
+            let text = describe_json_error(&e);
+            let text = text.trim_start_matches("not a message: ");
             return Body {
-                msg_id: None,
+                msg_id: unique_msg_id(body),
                 request: Err(ProtocolError::malformed(format!(
-                    "the body could not be read: {}",
-                    describe_json_error(&e).trim_start_matches("not a message: ")
+                    "the body could not be read: {text}; each field may appear only once"
                 ))),
-            }
+            };
         }
     };
     let (msg_id, id_error) = match raw.msg_id.map(parse_msg_id) {
@@ -597,6 +626,16 @@ pub fn parse_body(body: &RawValue) -> Body<'_> {
     Body { msg_id, request }
 }
 
+/// The body's `msg_id` if it appears exactly once and is valid.
+fn unique_msg_id(body: &RawValue) -> Option<MsgId> {
+    let Members(members) = serde_json::from_str(body.get()).ok()?;
+    let mut ids = members.iter().filter(|(key, _)| key == "msg_id");
+    match (ids.next(), ids.next()) {
+        (Some((_, raw)), None) => parse_msg_id(raw).ok(),
+        _ => None,
+    }
+}
+
 fn parse_msg_id(raw: &RawValue) -> Result<MsgId, ProtocolError> {
     let text = raw.get();
     let parsed = if text.starts_with('-') {
@@ -606,7 +645,7 @@ fn parse_msg_id(raw: &RawValue) -> Result<MsgId, ProtocolError> {
     };
     parsed.ok_or_else(|| {
         let found = match kind_of(raw) {
-            "a number" => text.to_owned(),
+            "a number" => quoted(text),
             kind => kind.to_owned(),
         };
         ProtocolError::malformed(format!(
@@ -781,8 +820,8 @@ fn parse_seed(raw: &RawValue) -> Result<u64, ProtocolError> {
             ProtocolError::malformed(format!(
                 "\"seed\" must be an integer (from -2^63 to 2^64 - 1), found {}",
                 match kind_of(raw) {
-                    "a number" => text,
-                    kind => kind,
+                    "a number" => quoted(text),
+                    kind => kind.to_owned(),
                 }
             ))
         })
@@ -866,9 +905,11 @@ fn parse_count(raw: &RawValue) -> Result<u64, String> {
         return Ok(n);
     }
     Err(match kind_of(raw) {
-        "a number" if text.starts_with('-') => format!("but {text} is negative"),
-        "a number" if text.contains(['.', 'e', 'E']) => format!("but {text} is not a whole number"),
-        "a number" => format!("but {text} is too large"),
+        "a number" if text.starts_with('-') => format!("but {} is negative", quoted(text)),
+        "a number" if text.contains(['.', 'e', 'E']) => {
+            format!("but {} is not a whole number", quoted(text))
+        }
+        "a number" => format!("but {} is too large", quoted(text)),
         kind => format!("found {kind}"),
     })
 }
@@ -888,9 +929,9 @@ fn parse_request_complete<'a>(raw: &RawBody<'a>) -> Result<RequestComplete<'a>, 
             _ => Err(ProtocolError::malformed(format!(
                 "\"duration_ms\" must be a number of milliseconds, 0 or more, found {}",
                 if kind_of(r) == "a number" {
-                    r.get()
+                    quoted(r.get())
                 } else {
-                    kind_of(r)
+                    kind_of(r).to_owned()
                 }
             ))),
         }
@@ -1203,12 +1244,37 @@ mod tests {
                 br#"{"src":"c","src":"d","dest":"lb","body":{}}"#,
                 "duplicate field `src`",
             ),
-            (b"{\"src\":\"\xff\",\"dest\":\"lb\",\"body\":{}}", "invalid"),
+            (
+                b"{\"src\":\"\xff\",\"dest\":\"lb\",\"body\":{}}",
+                "not valid UTF-8: byte 0xFF at line 1, column 9",
+            ),
         ];
         for (input, expected) in cases {
             let err = parse_envelope(input).expect_err("not an envelope");
             assert!(err.contains(expected), "{err:?} lacks {expected:?}");
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_named_with_its_place() {
+        let err = parse_envelope(b"{\"src\":\"c\",\n\"dest\":\"l\xffb\",\"body\":{}}").unwrap_err();
+        assert_eq!(
+            err,
+            "not valid UTF-8: byte 0xFF at line 2, column 10 of this message"
+        );
+    }
+
+    #[test]
+    fn long_values_are_quoted_short() {
+        let digits = "9".repeat(10_000);
+        let json = format!(r#"{{"type":"http_request","active_connections":{{"a":{digits}}}}}"#);
+        let (_, text) = error_of(&json);
+        assert!(
+            text.ends_with(
+                "but 9999999999999999999999999999999999999999… (10000 bytes) is too large"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1400,6 +1466,19 @@ mod tests {
         assert_eq!(
             body(r#"{"type":"init","msg_id":18446744073709551615}"#).msg_id,
             Some(MsgId::Unsigned(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused_but_a_clear_msg_id_is_kept() {
+        let b = body(r#"{"type":"init","msg_id":4,"type":"stats"}"#);
+        assert_eq!(b.msg_id, Some(MsgId::Unsigned(4)));
+        let e = b.request.unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedRequest);
+        assert!(e.text.contains("duplicate field `type`"), "{}", e.text);
+        assert_eq!(
+            body(r#"{"type":"init","msg_id":4,"msg_id":5}"#).msg_id,
+            None
         );
     }
 

@@ -8,10 +8,30 @@ use leastconn::event_loop::{run, Options};
 use proptest::prelude::*;
 use serde_json::Value;
 
+/// Hands out its bytes at most `piece` at a time, as a pipe may.
+struct Pieces<'a> {
+    data: &'a [u8],
+    piece: usize,
+}
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.piece.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fn run_raw(input: impl std::io::Read, max_message_size: usize) -> (Vec<u8>, Vec<u8>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    run(input, &mut out, &mut err, &Options { max_message_size })
+        .expect("in-memory I/O cannot fail");
+    (out, err)
+}
+
 fn run_bytes(input: &[u8]) -> (Vec<Value>, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    run(input, &mut out, &mut err, &Options::default()).expect("in-memory I/O cannot fail");
+    let (out, err) = run_raw(input, Options::default().max_message_size);
     let text = String::from_utf8(out).expect("replies are UTF-8");
     assert!(
         text.is_empty() || text.ends_with('\n'),
@@ -39,17 +59,72 @@ fn check_envelope(reply: &Value, line: &str) {
     assert_eq!(reply.as_object().map(|o| o.len()), Some(3), "{line}");
 }
 
-/// The `msg_id` of a line that is, by itself, a well-formed message.
+/// An object's keys in order, repeats included (`Value` would hide them).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn once(keys: &[String], key: &str) -> bool {
+    keys.iter().filter(|k| *k == key).count() == 1
+}
+
+/// The `msg_id` of a line that is, by itself, a well-formed message: an
+/// envelope naming `src`, `dest` and `body` once each (a repeated address
+/// is ambiguous, so such input is not a message), with a body naming one
+/// integer `msg_id`.
 fn well_formed_id(line: &[u8]) -> Option<i128> {
+    let Keys(keys) = serde_json::from_slice(line).ok()?;
+    if !["src", "dest", "body"].iter().all(|k| once(&keys, k)) {
+        return None;
+    }
     let v: Value = serde_json::from_slice(line).ok()?;
-    let body = v.get("body")?.as_object()?;
-    if !(v.get("src")?.is_string() && v.get("dest")?.is_string()) {
+    let body = v.get("body")?;
+    let Keys(body_keys) = serde_json::from_value(body.clone()).ok()?;
+    if !(v.get("src")?.is_string() && v.get("dest")?.is_string() && once(&body_keys, "msg_id")) {
         return None;
     }
     let id = body.get("msg_id")?;
     id.as_u64()
         .map(i128::from)
         .or_else(|| id.as_i64().map(i128::from))
+}
+
+/// Every integer given as a `"msg_id"` anywhere in the input.
+fn msg_ids_in(input: &[u8]) -> impl Iterator<Item = i128> + '_ {
+    const KEY: &[u8] = b"\"msg_id\"";
+    (0..input.len()).filter_map(move |i| {
+        let rest = input[i..].strip_prefix(KEY)?;
+        let rest = rest
+            .trim_ascii_start()
+            .strip_prefix(b":")?
+            .trim_ascii_start();
+        let (negative, rest) = match rest.strip_prefix(b"-") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let value: i128 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        Some(if negative { -value } else { value })
+    })
 }
 
 /// Checks the reply property for input made of lines: a line that is a
@@ -72,10 +147,9 @@ fn check_replies(input: &[u8], replies: &[Value]) {
         if previous_complete {
             if let Some(id) = well_formed_id(trimmed) {
                 let answered = ids_answered.iter().filter(|&&a| a == id).count();
-                let sent = lines
-                    .iter()
-                    .filter(|l| well_formed_id(l.trim_ascii()) == Some(id))
-                    .count();
+                // At most one reply per `"msg_id": id` anywhere in the input
+                // (damage may have joined several messages on one line).
+                let sent = msg_ids_in(input).filter(|&m| m == id).count();
                 assert!(
                     answered >= 1 && answered <= sent,
                     "msg_id {id}: {answered} replies for {sent} message(s); line {}",
@@ -228,6 +302,23 @@ proptest! {
         )
     ) {
         let (_, _) = run_bytes(&input);
+    }
+
+    #[test]
+    fn reading_in_pieces_changes_nothing(
+        trace in trace(),
+        damages in prop::collection::vec(damage(), 0..4),
+        piece in 1..40usize,
+        limit in prop_oneof![Just(64 * 1024 * 1024), 50..400usize],
+    ) {
+        let mut lines: Vec<Vec<u8>> = trace.into_iter().map(String::into_bytes).collect();
+        for d in &damages {
+            apply_damage(&mut lines, d);
+        }
+        let input = lines.join(&b'\n');
+        let whole = run_raw(&input[..], limit);
+        let pieces = run_raw(Pieces { data: &input, piece }, limit);
+        prop_assert_eq!(whole, pieces);
     }
 
     #[test]
