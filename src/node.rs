@@ -6,8 +6,7 @@
 //! request is validated completely before anything changes, so a refused
 //! request leaves the state as it was.
 
-use crate::engine::Explanation;
-use crate::engine::{EngineError, NoBackend, Pool};
+use crate::engine::{EngineError, Explanation, NoBackend, Pool};
 use crate::protocol::{
     self, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply, Request, RequestComplete,
 };
@@ -49,20 +48,21 @@ impl Node {
     }
 
     fn apply(&mut self, request: Request<'_>) -> Result<Outcome, ProtocolError> {
-        let pool = &mut self.pool;
         match request {
             Request::Init(init) => self.init(init),
             Request::HttpRequest(request) => self.route(request),
             Request::RequestComplete(done) => self.complete(done),
-            Request::AddBackend(add) => pool
+            Request::AddBackend(add) => self
+                .pool
                 .add(add.0.spec())
                 .map(|i| Outcome::Backend("add_backend_ok", i))
                 .map_err(refusal),
             Request::RemoveBackend { backend } => {
-                pool.remove(&backend).map_err(refusal)?;
+                self.pool.remove(&backend).map_err(refusal)?;
                 Ok(Outcome::Removed(backend.into_owned()))
             }
-            Request::SetBackend(set) => pool
+            Request::SetBackend(set) => self
+                .pool
                 .change(&set.backend, set.change)
                 .map(|i| Outcome::Backend("set_backend_ok", i))
                 .map_err(refusal),
