@@ -8,7 +8,8 @@
 
 use crate::engine::{EngineError, Explanation, NoBackend, Pool};
 use crate::protocol::{
-    self, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply, Request, RequestComplete,
+    self, Counts, CountsMode, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply,
+    Request, RequestComplete,
 };
 
 /// The state of one leastconn node.
@@ -17,6 +18,9 @@ pub struct Node {
     /// The `node_id` of the last `init` that carried one.
     id: Option<String>,
     pool: Pool,
+    counts: CountsMode,
+    /// The positions whose count the current message changed.
+    changed: Vec<usize>,
 }
 
 /// Why input was framed as an object but cannot be answered.
@@ -36,7 +40,12 @@ impl Node {
     pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
         let envelope = protocol::parse_envelope(bytes)?;
         let body = protocol::parse_body(envelope.body);
+        self.changed.clear();
         let outcome = body.request.and_then(|request| self.apply(request));
+        if self.counts == CountsMode::Changed {
+            self.changed.sort_unstable();
+            self.changed.dedup();
+        }
         Outgoing {
             src: self.id.as_deref().unwrap_or(&envelope.dest),
             dest: &envelope.src,
@@ -52,11 +61,11 @@ impl Node {
             Request::Init(init) => self.init(init),
             Request::HttpRequest(request) => self.route(request),
             Request::RequestComplete(done) => self.complete(done),
-            Request::AddBackend(add) => self
-                .pool
-                .add(add.0.spec())
-                .map(|i| Outcome::Backend("add_backend_ok", i))
-                .map_err(refusal),
+            Request::AddBackend(add) => {
+                let index = self.pool.add(add.0.spec()).map_err(refusal)?;
+                self.changed.push(index);
+                Ok(Outcome::Backend("add_backend_ok", index))
+            }
             Request::RemoveBackend { backend } => {
                 self.pool.remove(&backend).map_err(refusal)?;
                 Ok(Outcome::Removed(backend.into_owned()))
@@ -73,6 +82,7 @@ impl Node {
     fn init(&mut self, init: Init<'_>) -> Result<Outcome, ProtocolError> {
         let specs = init.backends.iter().map(|b| b.spec());
         self.pool = Pool::with_backends(specs, init.policy).map_err(refusal)?;
+        self.counts = init.counts;
         if let Some(id) = init.node_id {
             self.id = Some(id.into_owned());
         }
@@ -85,11 +95,16 @@ impl Node {
                 .iter()
                 .map(|(name, count)| (&**name, *count))
                 .collect();
-            self.pool.apply_snapshot(&entries).map_err(refusal)?;
+            self.pool
+                .apply_snapshot(&entries, &mut self.changed)
+                .map_err(refusal)?;
         }
         let pick = self.pool.pick(request.algorithm, request.explain);
         Ok(match pick.chosen {
-            Ok(index) => Outcome::Routed(index, pick.explanation),
+            Ok(index) => {
+                self.changed.push(index);
+                Outcome::Routed(index, pick.explanation)
+            }
             Err(none) => Outcome::Unavailable(none, pick.explanation),
         })
     }
@@ -99,31 +114,35 @@ impl Node {
             .pool
             .complete(&done.backend, done.ok, done.duration_ms)
             .map_err(refusal)?;
+        self.changed.push(index);
         Ok(Outcome::Backend("request_complete_ok", index))
     }
 
     fn reply(&self, outcome: Result<Outcome, ProtocolError>) -> Reply<'_> {
         let name = |index| self.pool.get_index(index).map_or("", |(name, _)| name);
-        let pool = &self.pool;
+        let counts = Counts {
+            pool: &self.pool,
+            only: (self.counts == CountsMode::Changed).then_some(&self.changed[..]),
+        };
         match outcome {
             Ok(Outcome::InitOk) => Reply::InitOk,
             Ok(Outcome::Routed(index, explanation)) => Reply::Routed {
                 backend: name(index),
-                pool,
+                counts,
                 explanation,
             },
             Ok(Outcome::Unavailable(none, explanation)) => Reply::Unavailable {
                 error: none.to_string(),
-                pool,
+                counts,
                 explanation,
             },
             Ok(Outcome::Backend(kind, index)) => Reply::BackendOk {
                 kind,
                 backend: name(index),
-                pool,
+                counts,
             },
-            Ok(Outcome::Removed(backend)) => Reply::Removed { backend, pool },
-            Ok(Outcome::Stats) => Reply::StatsOk { pool },
+            Ok(Outcome::Removed(backend)) => Reply::Removed { backend, counts },
+            Ok(Outcome::Stats) => Reply::StatsOk { pool: &self.pool },
             Err(e) => Reply::Error(e),
         }
     }

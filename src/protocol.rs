@@ -511,6 +511,22 @@ pub struct Init<'a> {
     pub node_id: Option<Cow<'a, str>>,
     pub backends: Vec<BackendConfig<'a>>,
     pub policy: Policy,
+    pub counts: CountsMode,
+}
+
+/// Which backends a reply's `active_connections` lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CountsMode {
+    /// Every backend of the pool.
+    #[default]
+    All,
+    /// Only the backends whose count the message changed.
+    Changed,
+}
+
+impl CountsMode {
+    pub const NAMES: &'static [(&'static str, CountsMode)] =
+        &[("all", CountsMode::All), ("changed", CountsMode::Changed)];
 }
 
 /// `http_request`: pick a backend, after applying the snapshot if any.
@@ -569,6 +585,8 @@ struct RawBody<'a> {
     tie_break: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     seed: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    counts: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     method: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -807,6 +825,7 @@ fn parse_init<'a>(raw: &RawBody<'a>) -> Result<Init<'a>, ProtocolError> {
             tie_break: named("tie_break", raw.tie_break, TieBreak::NAMES)?.unwrap_or_default(),
             seed,
         },
+        counts: named("counts", raw.counts, CountsMode::NAMES)?.unwrap_or_default(),
     })
 }
 
@@ -952,26 +971,26 @@ pub enum Reply<'a> {
     /// A backend was chosen (status 200).
     Routed {
         backend: &'a str,
-        pool: &'a Pool,
+        counts: Counts<'a>,
         explanation: Option<Explanation>,
     },
     /// No backend could be chosen (status 503).
     Unavailable {
         error: String,
-        pool: &'a Pool,
+        counts: Counts<'a>,
         explanation: Option<Explanation>,
     },
-    /// `request_complete_ok`, `add_backend_ok`, `remove_backend_ok` or
-    /// `set_backend_ok`: the backend concerned and the pool's counts.
+    /// `request_complete_ok`, `add_backend_ok` or `set_backend_ok`: the
+    /// backend concerned and the counts.
     BackendOk {
         kind: &'static str,
         backend: &'a str,
-        pool: &'a Pool,
+        counts: Counts<'a>,
     },
     /// `remove_backend_ok`: the backend is no longer in the pool.
     Removed {
         backend: String,
-        pool: &'a Pool,
+        counts: Counts<'a>,
     },
     StatsOk {
         pool: &'a Pool,
@@ -1033,35 +1052,37 @@ impl Serialize for BodyOut<'_, '_> {
             Reply::InitOk => {}
             Reply::Routed {
                 backend,
-                pool,
+                counts,
                 explanation,
             } => {
                 map.serialize_entry("status", &200)?;
                 map.serialize_entry("backend", backend)?;
-                map.serialize_entry("active_connections", &Counts(pool))?;
+                map.serialize_entry("active_connections", counts)?;
                 if let Some(e) = explanation {
-                    map.serialize_entry("explain", &ExplainOut(e, pool))?;
+                    map.serialize_entry("explain", &ExplainOut(e, counts.pool))?;
                 }
             }
             Reply::Unavailable {
                 error,
-                pool,
+                counts,
                 explanation,
             } => {
                 map.serialize_entry("status", &503)?;
                 map.serialize_entry("error", error)?;
-                map.serialize_entry("active_connections", &Counts(pool))?;
+                map.serialize_entry("active_connections", counts)?;
                 if let Some(e) = explanation {
-                    map.serialize_entry("explain", &ExplainOut(e, pool))?;
+                    map.serialize_entry("explain", &ExplainOut(e, counts.pool))?;
                 }
             }
-            Reply::BackendOk { backend, pool, .. } => {
+            Reply::BackendOk {
+                backend, counts, ..
+            } => {
                 map.serialize_entry("backend", backend)?;
-                map.serialize_entry("active_connections", &Counts(pool))?;
+                map.serialize_entry("active_connections", counts)?;
             }
-            Reply::Removed { backend, pool } => {
+            Reply::Removed { backend, counts } => {
                 map.serialize_entry("backend", backend)?;
-                map.serialize_entry("active_connections", &Counts(pool))?;
+                map.serialize_entry("active_connections", counts)?;
             }
             Reply::StatsOk { pool } => {
                 let policy = pool.policy();
@@ -1079,16 +1100,34 @@ impl Serialize for BodyOut<'_, '_> {
     }
 }
 
-/// Every backend's count, in pool order.
-struct Counts<'a>(&'a Pool);
+/// A reply's `active_connections`: every backend's count, or only those at
+/// the given positions, in pool order.
+#[derive(Clone, Copy)]
+pub struct Counts<'a> {
+    pub pool: &'a Pool,
+    /// Sorted positions without repeats; `None` for every backend.
+    pub only: Option<&'a [usize]>,
+}
 
 impl Serialize for Counts<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, backend) in self.0.iter() {
-            map.serialize_entry(name, &backend.active())?;
+        let pool = self.pool;
+        match self.only {
+            None => {
+                let mut map = s.serialize_map(Some(pool.len()))?;
+                for (name, backend) in pool.iter() {
+                    map.serialize_entry(name, &backend.active())?;
+                }
+                map.end()
+            }
+            Some(positions) => {
+                let mut map = s.serialize_map(Some(positions.len()))?;
+                for (name, backend) in positions.iter().filter_map(|&i| pool.get_index(i)) {
+                    map.serialize_entry(name, &backend.active())?;
+                }
+                map.end()
+            }
         }
-        map.end()
     }
 }
 
@@ -1315,6 +1354,7 @@ mod tests {
         let names: Vec<&str> = init.backends.iter().map(|b| &*b.name).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(init.policy, Policy::default());
+        assert_eq!(init.counts, CountsMode::All);
     }
 
     #[test]
@@ -1426,6 +1466,7 @@ mod tests {
             (r#"{"type":"init","backends":[{"name":7}]}"#, MalformedRequest, "\"backends[0].name\" must be a string"),
             (r#"{"type":"init","tie_break":"coin"}"#, NotSupported, "unknown tie_break \"coin\"; supported: lowest-index, round-robin, random"),
             (r#"{"type":"init","tie_break":1}"#, MalformedRequest, "\"tie_break\" must be a string"),
+            (r#"{"type":"init","counts":"some"}"#, NotSupported, "unknown counts \"some\"; supported: all, changed"),
             (r#"{"type":"init","seed":1.5}"#, MalformedRequest, "\"seed\" must be an integer"),
             (r#"{"type":"init","seed":"7"}"#, MalformedRequest, "found a string"),
             (r#"{"type":"http_request","explain":"yes"}"#, MalformedRequest, "\"explain\" must be true or false"),
@@ -1492,7 +1533,8 @@ mod tests {
     #[test]
     fn replies_are_compact_with_counts_in_pool_order() {
         let mut pool = Pool::new();
-        pool.apply_snapshot(&[("z", 2), ("a", 0)]).unwrap();
+        pool.apply_snapshot(&[("z", 2), ("a", 0)], &mut Vec::new())
+            .unwrap();
         let mut out = Vec::new();
         Outgoing {
             src: "lb",
@@ -1500,7 +1542,10 @@ mod tests {
             in_reply_to: Some(MsgId::Unsigned(4)),
             reply: Reply::Routed {
                 backend: "a",
-                pool: &pool,
+                counts: Counts {
+                    pool: &pool,
+                    only: None,
+                },
                 explanation: None,
             },
         }

@@ -415,7 +415,7 @@ fn apply(pool: &mut Pool, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
             if let Some(entries) = snapshot {
                 let borrowed: Vec<(&str, u64)> =
                     entries.iter().map(|(n, c)| (n.as_str(), *c)).collect();
-                let engine = pool.apply_snapshot(&borrowed);
+                let engine = pool.apply_snapshot(&borrowed, &mut Vec::new());
                 let modelled = model.snapshot(entries);
                 match (&engine, &modelled) {
                     (Ok(()), Ok(())) => {}

@@ -353,18 +353,29 @@ impl Pool {
     /// Applies an observed snapshot of counts: each listed backend's count is
     /// set to the given value, and a name the pool lacks is appended (weight
     /// 1, no limit), in the snapshot's order. Backends not listed keep their
-    /// counts.
+    /// counts. The positions whose count changed, appended ones included,
+    /// are added to `changed`.
     ///
     /// Fails, changing nothing, if a name is empty or listed twice.
-    pub fn apply_snapshot(&mut self, snapshot: &[(&str, u64)]) -> Result<(), EngineError> {
+    pub fn apply_snapshot(
+        &mut self,
+        snapshot: &[(&str, u64)],
+        changed: &mut Vec<usize>,
+    ) -> Result<(), EngineError> {
         check_names(snapshot.iter().map(|&(name, _)| name))?;
         for &(name, count) in snapshot {
-            match self.backends.get_mut(name) {
-                Some(backend) => backend.active = count,
+            match self.backends.get_full_mut(name) {
+                Some((index, _, backend)) => {
+                    if backend.active != count {
+                        backend.active = count;
+                        changed.push(index);
+                    }
+                }
                 None => {
                     let mut backend = Backend::new(&BackendSpec::named(name));
                     backend.active = count;
-                    self.backends.insert(name.to_owned(), backend);
+                    let (index, _) = self.backends.insert_full(name.to_owned(), backend);
+                    changed.push(index);
                 }
             }
         }

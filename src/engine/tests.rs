@@ -51,7 +51,7 @@ fn fresh_pool_picks_in_order_then_wraps() {
 #[test]
 fn picks_fewest_and_counts_eagerly() {
     let mut p = pool(&["api-1", "api-2", "api-3"]);
-    p.apply_snapshot(&[("api-1", 5), ("api-2", 2), ("api-3", 8)])
+    p.apply_snapshot(&[("api-1", 5), ("api-2", 2), ("api-3", 8)], &mut Vec::new())
         .unwrap();
     assert_eq!(picks(&mut p, 4), ["api-2", "api-2", "api-2", "api-1"]);
     assert_eq!(counts(&p), [6, 5, 8]);
@@ -61,7 +61,7 @@ fn picks_fewest_and_counts_eagerly() {
 fn snapshot_appends_in_its_own_order_and_keeps_unlisted_counts() {
     let mut p = pool(&["b"]);
     p.pick(None, false);
-    p.apply_snapshot(&[("z", 4), ("a", 1)]).unwrap();
+    p.apply_snapshot(&[("z", 4), ("a", 1)], &mut Vec::new()).unwrap();
     let names: Vec<&str> = p.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["b", "z", "a"]);
     assert_eq!(counts(&p), [1, 4, 1]);
@@ -73,11 +73,11 @@ fn rejected_snapshot_changes_nothing() {
     let mut p = pool(&["a", "b"]);
     let before = p.clone();
     assert_eq!(
-        p.apply_snapshot(&[("a", 9), ("new", 1), ("a", 2)]),
+        p.apply_snapshot(&[("a", 9), ("new", 1), ("a", 2)], &mut Vec::new()),
         Err(EngineError::DuplicateBackend("a".into()))
     );
     assert_eq!(
-        p.apply_snapshot(&[("a", 9), ("", 1)]),
+        p.apply_snapshot(&[("a", 9), ("", 1)], &mut Vec::new()),
         Err(EngineError::EmptyName)
     );
     assert_eq!(p, before);
@@ -112,7 +112,7 @@ fn empty_pool_has_no_backend_and_counts_the_rejection() {
 #[test]
 fn a_saturated_count_is_full_not_wrapped() {
     let mut p = Pool::new();
-    p.apply_snapshot(&[("full", MAX_COUNT), ("b", MAX_COUNT - 1)])
+    p.apply_snapshot(&[("full", MAX_COUNT), ("b", MAX_COUNT - 1)], &mut Vec::new())
         .unwrap();
     assert_eq!(p.pick(None, false).chosen, Ok(1));
     assert_eq!(counts(&p), [MAX_COUNT, MAX_COUNT]);
@@ -160,7 +160,7 @@ fn weighted_least_connections_follows_the_seed_article() {
         &[spec("high", 4), spec("medium", 2), spec("low", 1)],
         Policy::default(),
     );
-    p.apply_snapshot(&[("high", 8), ("medium", 3), ("low", 1)])
+    p.apply_snapshot(&[("high", 8), ("medium", 3), ("low", 1)], &mut Vec::new())
         .unwrap();
     // low (1 → 2/1 = 2), then medium (1.5 → 4/2 = 2), then all tie at 2.
     assert_eq!(picks(&mut p, 3), ["low", "medium", "high"]);
@@ -175,7 +175,7 @@ fn scores_compare_exactly_without_floats() {
         &[spec("a", 999_999_999_999_999_999), spec("b", 3)],
         Policy::default(),
     );
-    p.apply_snapshot(&[("a", 333_333_333_333_333_333), ("b", 1)])
+    p.apply_snapshot(&[("a", 333_333_333_333_333_333), ("b", 1)], &mut Vec::new())
         .unwrap();
     assert_eq!(p.pick(None, false).chosen, Ok(0));
     // And the largest values do not overflow the comparison.
@@ -183,7 +183,7 @@ fn scores_compare_exactly_without_floats() {
         &[spec("a", u64::MAX), spec("b", u64::MAX - 1)],
         Policy::default(),
     );
-    p.apply_snapshot(&[("a", u64::MAX - 1), ("b", u64::MAX - 2)])
+    p.apply_snapshot(&[("a", u64::MAX - 1), ("b", u64::MAX - 2)], &mut Vec::new())
         .unwrap();
     // (2^64-2)/(2^64-1) vs (2^64-3)/(2^64-2): the second is smaller.
     assert_eq!(p.pick(None, false).chosen, Ok(1));
@@ -192,7 +192,7 @@ fn scores_compare_exactly_without_floats() {
 #[test]
 fn a_drained_backend_keeps_its_connections_and_gets_no_new_ones() {
     let mut p = pool_with(&[spec("a", 0), spec("b", 1)], Policy::default());
-    p.apply_snapshot(&[("a", 3), ("b", 10)]).unwrap();
+    p.apply_snapshot(&[("a", 3), ("b", 10)], &mut Vec::new()).unwrap();
     assert_eq!(picks(&mut p, 2), ["b", "b"]);
     assert_eq!(counts(&p), [3, 12]);
     p.complete("a", true, None).unwrap();
@@ -207,7 +207,7 @@ fn max_connections_makes_a_backend_full() {
         max_connections: Some(2),
     };
     let mut p = pool_with(&[limited, spec("b", 1)], Policy::default());
-    p.apply_snapshot(&[("b", 5)]).unwrap();
+    p.apply_snapshot(&[("b", 5)], &mut Vec::new()).unwrap();
     assert_eq!(picks(&mut p, 3), ["a", "a", "b"]);
     let zero = BackendSpec {
         name: "z",
@@ -384,7 +384,7 @@ fn power_of_two_choices_with_two_backends_is_least_connections() {
         policy: policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
         ..p
     };
-    p.apply_snapshot(&[("a", 5), ("b", 2)]).unwrap();
+    p.apply_snapshot(&[("a", 5), ("b", 2)], &mut Vec::new()).unwrap();
     // b until it reaches 5, then the tie goes to a, then alternate.
     assert_eq!(picks(&mut p, 5), ["b", "b", "b", "a", "b"]);
 }
@@ -395,7 +395,7 @@ fn power_of_two_choices_prefers_the_lighter_of_two_draws() {
         &[spec("a", 1), spec("b", 1), spec("c", 1), spec("d", 1)],
         policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
     );
-    p.apply_snapshot(&[("a", 1000), ("b", 1000), ("c", 1000), ("d", 0)])
+    p.apply_snapshot(&[("a", 1000), ("b", 1000), ("c", 1000), ("d", 0)], &mut Vec::new())
         .unwrap();
     // The heaviest three can win only against each other; d wins whenever it
     // is drawn (half of all pairs).
@@ -431,7 +431,7 @@ fn power_of_two_choices_with_one_eligible_takes_it() {
 #[test]
 fn a_request_may_use_another_algorithm_than_the_default() {
     let mut p = pool_with(&[spec("a", 5), spec("b", 1)], Policy::default());
-    p.apply_snapshot(&[("a", 0), ("b", 0)]).unwrap();
+    p.apply_snapshot(&[("a", 0), ("b", 0)], &mut Vec::new()).unwrap();
     assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
     assert_eq!(
         p.pick(None, false).chosen,
@@ -464,7 +464,7 @@ fn round_robin_tie_break_counts_from_the_previous_pick_of_any_algorithm() {
         &[spec("a", 1), spec("b", 1), spec("c", 1), spec("d", 1)],
         policy(Algorithm::LeastConnections, TieBreak::RoundRobin),
     );
-    p.apply_snapshot(&[("a", 0), ("b", 5), ("c", 0), ("d", 0)])
+    p.apply_snapshot(&[("a", 0), ("b", 5), ("c", 0), ("d", 0)], &mut Vec::new())
         .unwrap();
     // A round-robin pick lands on a (position 0)...
     assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
@@ -500,7 +500,7 @@ fn random_tie_break_is_reproducible_and_stays_among_the_tied() {
             &[spec("a", 1), spec("b", 1), spec("c", 1), spec("busy", 1)],
             policy(Algorithm::LeastConnections, TieBreak::Random),
         );
-        p.apply_snapshot(&[("busy", 1000)]).unwrap();
+        p.apply_snapshot(&[("busy", 1000)], &mut Vec::new()).unwrap();
         (0..60)
             .map(|_| {
                 let i = p.pick(None, false).chosen.unwrap();
@@ -586,7 +586,7 @@ fn explanations_show_every_candidate_and_the_tie() {
         &[spec("a", 2), spec("b", 1), spec("c", 1), spec("d", 0)],
         policy(Algorithm::LeastConnections, TieBreak::LowestIndex),
     );
-    p.apply_snapshot(&[("a", 2), ("b", 1), ("c", 3)]).unwrap();
+    p.apply_snapshot(&[("a", 2), ("b", 1), ("c", 3)], &mut Vec::new()).unwrap();
     p.change(
         "c",
         BackendChange {

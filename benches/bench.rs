@@ -1,0 +1,291 @@
+//! The benchmark (run it with `scripts/bench`; BENCHMARKS.md has results).
+//!
+//! Generates its workloads, then runs the release `leastconn` and the JSON
+//! floor (`benches/json_floor.rs`) on each, as whole processes fed from a
+//! file, several times, and reports the medians: wall time, messages per
+//! second, MB per second, peak resident memory (from `/usr/bin/time`), and
+//! leastconn's time as a ratio of the floor's.
+//!
+//! Workloads use the library's own engine to decide which backend each
+//! request gets, so that every completion names a backend that really has a
+//! connection to complete.
+
+use leastconn::engine::rng::Rng;
+use leastconn::engine::{BackendSpec, Policy, Pool};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Workload {
+    name: String,
+    path: PathBuf,
+    messages: usize,
+    bytes: u64,
+}
+
+struct Measure {
+    seconds: f64,
+    peak_kib: Option<u64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut runs = 5;
+    let mut quick = false;
+    let mut only: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(5),
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("usage: scripts/bench [--runs N] [--quick] [WORKLOAD...]");
+                println!("workloads: course steady large-1000 large-10000 large-100000 large-1000000 startup");
+                return Ok(());
+            }
+            other => only.push(other.to_owned()),
+        }
+    }
+    let dir = PathBuf::from("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let node = PathBuf::from("target/release/leastconn");
+    let floor = PathBuf::from("target/release/examples/json_floor");
+    anyhow::ensure!(node.exists() && floor.exists(), "build first: scripts/bench does");
+
+    let scale = if quick { 10 } else { 1 };
+    let mut workloads = vec![
+        course(&dir, 200_000 / scale)?,
+        steady(&dir, 1_000_000 / scale)?,
+    ];
+    for backends in [1_000, 10_000, 100_000, 1_000_000] {
+        workloads.push(large(&dir, backends, 200_000 / scale)?);
+    }
+    workloads.retain(|w| only.is_empty() || only.contains(&w.name));
+
+    let time = Path::new("/usr/bin/time").exists();
+    let mut table = String::new();
+    writeln!(table, "| workload | messages | input MB | leastconn s | messages/s | MB/s | peak MiB | floor s | floor peak MiB | time ÷ floor |")?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|")?;
+    let mut per_message = Vec::new();
+    for w in &workloads {
+        eprint!("{} ", w.name);
+        let ours = median(runs, || measure(&node, &w.path, time))?;
+        let theirs = median(runs, || measure(&floor, &w.path, time))?;
+        eprintln!();
+        let mb = w.bytes as f64 / 1e6;
+        writeln!(
+            table,
+            "| {} | {} | {:.1} | {:.3} | {:.0} | {:.1} | {} | {:.3} | {} | {:.2} |",
+            w.name,
+            w.messages,
+            mb,
+            ours.seconds,
+            w.messages as f64 / ours.seconds,
+            mb / ours.seconds,
+            mib(ours.peak_kib),
+            theirs.seconds,
+            mib(theirs.peak_kib),
+            ours.seconds / theirs.seconds,
+        )?;
+        if w.name.starts_with("large-") {
+            per_message.push((w.name.clone(), ours.seconds / w.messages as f64));
+        }
+    }
+    if only.is_empty() || only.iter().any(|o| o == "startup") {
+        let path = startup(&dir)?;
+        let samples = runs.max(5) * 20;
+        let ours = median(samples, || measure(&node, &path, false))?;
+        let theirs = median(samples, || measure(&floor, &path, false))?;
+        writeln!(
+            table,
+            "| startup (init + 1 request) | 2 | 0.0 | {:.4} | | | | {:.4} | | {:.2} |",
+            ours.seconds,
+            theirs.seconds,
+            ours.seconds / theirs.seconds
+        )?;
+    }
+    println!("{table}");
+    if let (Some(first), Some(last)) = (per_message.first(), per_message.last()) {
+        println!(
+            "time per message: {} {:.2} µs, {} {:.2} µs: {:.2}×",
+            first.0,
+            first.1 * 1e6,
+            last.0,
+            last.1 * 1e6,
+            last.1 / first.1
+        );
+    }
+    Ok(())
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+}
+
+/// Runs `program` with `input` on stdin, output discarded.
+fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Measure> {
+    let stdin = std::fs::File::open(input)?;
+    let report = std::env::temp_dir().join(format!("leastconn-bench-{}", std::process::id()));
+    let mut command = if with_time {
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f").arg("%M").arg("-o").arg(&report).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let started = Instant::now();
+    let status = command
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "{} failed on {}", program.display(), input.display());
+    let peak_kib = with_time
+        .then(|| std::fs::read_to_string(&report).ok())
+        .flatten()
+        .and_then(|t| t.trim().parse().ok());
+    eprint!(".");
+    Ok(Measure { seconds, peak_kib })
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> anyhow::Result<Measure>) -> anyhow::Result<Measure> {
+    let mut all = (0..runs.max(1)).map(|_| f()).collect::<anyhow::Result<Vec<_>>>()?;
+    all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mid = all.len() / 2;
+    let mut peaks: Vec<u64> = all.iter().filter_map(|m| m.peak_kib).collect();
+    peaks.sort_unstable();
+    Ok(Measure {
+        seconds: all[mid].seconds,
+        peak_kib: peaks.get(peaks.len() / 2).copied(),
+    })
+}
+
+// --- workloads ---------------------------------------------------------------
+
+/// Writes messages to a file, counting them.
+struct Writer {
+    out: std::io::BufWriter<std::fs::File>,
+    messages: usize,
+    path: PathBuf,
+}
+
+impl Writer {
+    fn new(dir: &Path, name: &str) -> anyhow::Result<Writer> {
+        let path = dir.join(format!("{name}.in"));
+        Ok(Writer {
+            out: std::io::BufWriter::new(std::fs::File::create(&path)?),
+            messages: 0,
+            path,
+        })
+    }
+
+    fn message(&mut self, body: &str) -> anyhow::Result<()> {
+        self.messages += 1;
+        writeln!(self.out, r#"{{"src":"client","dest":"lb","body":{body}}}"#)?;
+        Ok(())
+    }
+
+    fn finish(mut self, name: &str) -> anyhow::Result<Workload> {
+        self.out.flush()?;
+        let bytes = std::fs::metadata(&self.path)?.len();
+        Ok(Workload {
+            name: name.to_owned(),
+            path: self.path,
+            messages: self.messages,
+            bytes,
+        })
+    }
+}
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("api-{i}")).collect()
+}
+
+fn pool_of(names: &[String]) -> Pool {
+    Pool::with_backends(names.iter().map(|n| BackendSpec::named(n)), Policy::default())
+        .expect("distinct names")
+}
+
+fn init_body(names: &[String], extra: &str) -> String {
+    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(r#"{{"type":"init","msg_id":1,"backends":[{}]{extra}}}"#, list.join(","))
+}
+
+/// The course's shape: 3 backends, every request with a snapshot and
+/// followed by its completion.
+fn course(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
+    let names = names(3);
+    let mut pool = pool_of(&names);
+    let mut rng = Rng::new(1);
+    let mut w = Writer::new(dir, "course")?;
+    w.message(&init_body(&names, r#","algorithm":"least-connections""#))?;
+    let mut id = 2;
+    while w.messages + 2 <= messages {
+        let counts: Vec<u64> = (0..3).map(|_| rng.below(10)).collect();
+        let snapshot: Vec<(&str, u64)> = names.iter().map(|n| n.as_str()).zip(counts.iter().copied()).collect();
+        pool.apply_snapshot(&snapshot, &mut Vec::new())?;
+        let chosen = pool.pick(None, false).chosen.expect("a backend");
+        let backend = pool.get_index(chosen).expect("in pool").0.to_owned();
+        w.message(&format!(
+            r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/api/data","active_connections":{{"api-1":{},"api-2":{},"api-3":{}}}}}"#,
+            counts[0], counts[1], counts[2]
+        ))?;
+        w.message(&format!(r#"{{"type":"request_complete","msg_id":{},"backend":"{backend}"}}"#, id + 1))?;
+        pool.complete(&backend, true, None)?;
+        id += 2;
+    }
+    w.finish("course")
+}
+
+/// Requests and completions with no snapshots, `busy` requests in flight
+/// on average.
+fn interleaved(w: &mut Writer, names: &[String], messages: usize, busy: usize) -> anyhow::Result<()> {
+    let mut pool = pool_of(names);
+    let mut rng = Rng::new(2);
+    let mut in_flight: Vec<String> = Vec::new();
+    let mut id = 2u64;
+    while w.messages < messages {
+        let request = in_flight.is_empty() || (in_flight.len() < busy && rng.below(10) < 6) || (in_flight.len() >= busy && rng.below(10) < 4);
+        if request {
+            let chosen = pool.pick(None, false).chosen.expect("a backend");
+            in_flight.push(pool.get_index(chosen).expect("in pool").0.to_owned());
+            w.message(&format!(r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/"}}"#))?;
+        } else {
+            let i = rng.below(in_flight.len() as u64) as usize;
+            let backend = in_flight.swap_remove(i);
+            pool.complete(&backend, true, None)?;
+            w.message(&format!(r#"{{"type":"request_complete","msg_id":{id},"backend":"{backend}"}}"#))?;
+        }
+        id += 1;
+    }
+    Ok(())
+}
+
+/// 100 backends, about half of them busy.
+fn steady(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
+    let names = names(100);
+    let mut w = Writer::new(dir, "steady")?;
+    w.message(&init_body(&names, ""))?;
+    interleaved(&mut w, &names, messages, 50)?;
+    w.finish("steady")
+}
+
+/// A large pool with compact replies.
+fn large(dir: &Path, backends: usize, messages: usize) -> anyhow::Result<Workload> {
+    let name = format!("large-{backends}");
+    let names = names(backends);
+    let mut w = Writer::new(dir, &name)?;
+    w.message(&init_body(&names, r#","counts":"changed""#))?;
+    interleaved(&mut w, &names, messages, (backends / 2).min(1000))?;
+    w.finish(&name)
+}
+
+fn startup(dir: &Path) -> anyhow::Result<PathBuf> {
+    let names = names(3);
+    let mut w = Writer::new(dir, "startup")?;
+    w.message(&init_body(&names, ""))?;
+    w.message(r#"{"type":"http_request","msg_id":2}"#)?;
+    Ok(w.finish("startup")?.path)
+}
