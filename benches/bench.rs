@@ -51,7 +51,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let node = PathBuf::from("target/release/leastconn");
     let floor = PathBuf::from("target/release/examples/json_floor");
-    anyhow::ensure!(node.exists() && floor.exists(), "build first: scripts/bench does");
+    anyhow::ensure!(
+        node.exists() && floor.exists(),
+        "build first: scripts/bench does"
+    );
 
     let scale = if quick { 10 } else { 1 };
     let mut workloads = vec![
@@ -141,7 +144,12 @@ fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Meas
         .stderr(Stdio::null())
         .status()?;
     let seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(status.success(), "{} failed on {}", program.display(), input.display());
+    anyhow::ensure!(
+        status.success(),
+        "{} failed on {}",
+        program.display(),
+        input.display()
+    );
     let peak_kib = with_time
         .then(|| std::fs::read_to_string(&report).ok())
         .flatten()
@@ -151,7 +159,9 @@ fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Meas
 }
 
 fn median(runs: usize, mut f: impl FnMut() -> anyhow::Result<Measure>) -> anyhow::Result<Measure> {
-    let mut all = (0..runs.max(1)).map(|_| f()).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut all = (0..runs.max(1))
+        .map(|_| f())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let mid = all.len() / 2;
     let mut peaks: Vec<u64> = all.iter().filter_map(|m| m.peak_kib).collect();
@@ -204,13 +214,19 @@ fn names(n: usize) -> Vec<String> {
 }
 
 fn pool_of(names: &[String]) -> Pool {
-    Pool::with_backends(names.iter().map(|n| BackendSpec::named(n)), Policy::default())
-        .expect("distinct names")
+    Pool::with_backends(
+        names.iter().map(|n| BackendSpec::named(n)),
+        Policy::default(),
+    )
+    .expect("distinct names")
 }
 
 fn init_body(names: &[String], extra: &str) -> String {
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    format!(r#"{{"type":"init","msg_id":1,"backends":[{}]{extra}}}"#, list.join(","))
+    format!(
+        r#"{{"type":"init","msg_id":1,"backends":[{}]{extra}}}"#,
+        list.join(",")
+    )
 }
 
 /// The course's shape: 3 backends, every request with a snapshot and
@@ -224,7 +240,11 @@ fn course(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
     let mut id = 2;
     while w.messages + 2 <= messages {
         let counts: Vec<u64> = (0..3).map(|_| rng.below(10)).collect();
-        let snapshot: Vec<(&str, u64)> = names.iter().map(|n| n.as_str()).zip(counts.iter().copied()).collect();
+        let snapshot: Vec<(&str, u64)> = names
+            .iter()
+            .map(|n| n.as_str())
+            .zip(counts.iter().copied())
+            .collect();
         pool.apply_snapshot(&snapshot, &mut Vec::new())?;
         let chosen = pool.pick(None, false).chosen.expect("a backend");
         let backend = pool.get_index(chosen).expect("in pool").0.to_owned();
@@ -232,7 +252,10 @@ fn course(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
             r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/api/data","active_connections":{{"api-1":{},"api-2":{},"api-3":{}}}}}"#,
             counts[0], counts[1], counts[2]
         ))?;
-        w.message(&format!(r#"{{"type":"request_complete","msg_id":{},"backend":"{backend}"}}"#, id + 1))?;
+        w.message(&format!(
+            r#"{{"type":"request_complete","msg_id":{},"backend":"{backend}"}}"#,
+            id + 1
+        ))?;
         pool.complete(&backend, true, None)?;
         id += 2;
     }
@@ -241,22 +264,33 @@ fn course(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
 
 /// Requests and completions with no snapshots, `busy` requests in flight
 /// on average.
-fn interleaved(w: &mut Writer, names: &[String], messages: usize, busy: usize) -> anyhow::Result<()> {
+fn interleaved(
+    w: &mut Writer,
+    names: &[String],
+    messages: usize,
+    busy: usize,
+) -> anyhow::Result<()> {
     let mut pool = pool_of(names);
     let mut rng = Rng::new(2);
     let mut in_flight: Vec<String> = Vec::new();
     let mut id = 2u64;
     while w.messages < messages {
-        let request = in_flight.is_empty() || (in_flight.len() < busy && rng.below(10) < 6) || (in_flight.len() >= busy && rng.below(10) < 4);
+        let request = in_flight.is_empty()
+            || (in_flight.len() < busy && rng.below(10) < 6)
+            || (in_flight.len() >= busy && rng.below(10) < 4);
         if request {
             let chosen = pool.pick(None, false).chosen.expect("a backend");
             in_flight.push(pool.get_index(chosen).expect("in pool").0.to_owned());
-            w.message(&format!(r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/"}}"#))?;
+            w.message(&format!(
+                r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/"}}"#
+            ))?;
         } else {
             let i = rng.below(in_flight.len() as u64) as usize;
             let backend = in_flight.swap_remove(i);
             pool.complete(&backend, true, None)?;
-            w.message(&format!(r#"{{"type":"request_complete","msg_id":{id},"backend":"{backend}"}}"#))?;
+            w.message(&format!(
+                r#"{{"type":"request_complete","msg_id":{id},"backend":"{backend}"}}"#
+            ))?;
         }
         id += 1;
     }

@@ -6,7 +6,7 @@
 //! request is validated completely before anything changes, so a refused
 //! request leaves the state as it was.
 
-use crate::engine::{EngineError, Explanation, NoBackend, Pool};
+use crate::engine::{EngineError, Explanation, NoBackend, Pool, PoolBuilder};
 use crate::protocol::{
     self, Counts, CountsMode, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply,
     Request, RequestComplete,
@@ -80,8 +80,10 @@ impl Node {
     }
 
     fn init(&mut self, init: Init<'_>) -> Result<Outcome, ProtocolError> {
-        let specs = init.backends.iter().map(|b| b.spec());
-        self.pool = Pool::with_backends(specs, init.policy).map_err(refusal)?;
+        // Built aside and swapped in whole, so that a refusal changes nothing.
+        let mut builder = PoolBuilder::new(init.policy, init.backend_count());
+        init.for_each_backend(|backend| builder.push(backend.spec()).map_err(refusal))?;
+        self.pool = builder.build();
         self.counts = init.counts;
         if let Some(id) = init.node_id {
             self.id = Some(id.into_owned());

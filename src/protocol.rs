@@ -229,7 +229,7 @@ use crate::engine::{
     Algorithm, Backend, BackendChange, BackendSpec, Candidate, Explanation, Policy, Pool, Score,
     Tie, TieBreak, DEFAULT_SEED, MAX_COUNT,
 };
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -475,7 +475,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 // Bodies
 
 /// A request the node understands.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Request<'a> {
     Init(Init<'a>),
     HttpRequest(HttpRequest<'a>),
@@ -506,12 +506,99 @@ impl BackendConfig<'_> {
 }
 
 /// `init`: replaces the pool.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Init<'a> {
     pub node_id: Option<Cow<'a, str>>,
-    pub backends: Vec<BackendConfig<'a>>,
+    /// The `backends` array, read element by element by
+    /// [`for_each_backend`](Init::for_each_backend), so that a list of
+    /// millions is never copied.
+    backends: Option<&'a RawValue>,
     pub policy: Policy,
     pub counts: CountsMode,
+}
+
+impl<'a> Init<'a> {
+    /// How many backends the list has.
+    pub fn backend_count(&self) -> usize {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = usize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        self.backends
+            .and_then(|raw| {
+                serde_json::Deserializer::from_str(raw.get())
+                    .deserialize_seq(Count)
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Reads the backends in order, handing each to `f`; stops at the first
+    /// error, of the list or of `f`.
+    pub fn for_each_backend(
+        &self,
+        mut f: impl FnMut(BackendConfig<'a>) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        let Some(list) = self.backends else {
+            return Ok(());
+        };
+        for_each_element(list, |i, element| f(parse_backend_config(i, element)?)).map_err(|e| {
+            e.unwrap_or_else(|| {
+                ProtocolError::malformed(format!(
+                    "\"backends\" must be an array of backend names or objects, found {}",
+                    kind_of(list)
+                ))
+            })
+        })
+    }
+}
+
+/// Calls `f` on each element of a JSON array, in order. The error is `f`'s,
+/// or `None` when `raw` is not an array.
+fn for_each_element<'a>(
+    raw: &'a RawValue,
+    f: impl FnMut(usize, &'a RawValue) -> Result<(), ProtocolError>,
+) -> Result<(), Option<ProtocolError>> {
+    struct Each<F> {
+        f: F,
+        error: Option<ProtocolError>,
+    }
+    impl<'de, F> Visitor<'de> for &mut Each<F>
+    where
+        F: FnMut(usize, &'de RawValue) -> Result<(), ProtocolError>,
+    {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while let Some(element) = seq.next_element::<&RawValue>()? {
+                if let Err(e) = (self.f)(i, element) {
+                    self.error = Some(e);
+                    return Err(de::Error::custom("stopped"));
+                }
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut each = Each { f, error: None };
+    let result = serde_json::Deserializer::from_str(raw.get()).deserialize_seq(&mut each);
+    match (result, each.error) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), error) => Err(error),
+    }
 }
 
 /// Which backends a reply's `active_connections` lists.
@@ -800,17 +887,12 @@ fn parse_init<'a>(raw: &RawBody<'a>) -> Result<Init<'a>, ProtocolError> {
             ));
         }
     }
-    let mut backends = Vec::new();
     if let Some(list) = raw.backends {
-        let Ok(Elements(elements)) = serde_json::from_str::<Elements>(list.get()) else {
+        if !list.get().starts_with('[') {
             return Err(ProtocolError::malformed(format!(
                 "\"backends\" must be an array of backend names or objects, found {}",
                 kind_of(list)
             )));
-        };
-        backends.reserve(elements.len());
-        for (i, element) in elements.into_iter().enumerate() {
-            backends.push(parse_backend_config(i, element)?);
         }
     }
     let seed = match raw.seed {
@@ -819,7 +901,7 @@ fn parse_init<'a>(raw: &RawBody<'a>) -> Result<Init<'a>, ProtocolError> {
     };
     Ok(Init {
         node_id,
-        backends,
+        backends: raw.backends,
         policy: Policy {
             algorithm: named("algorithm", raw.algorithm, Algorithm::NAMES)?.unwrap_or_default(),
             tie_break: named("tie_break", raw.tie_break, TieBreak::NAMES)?.unwrap_or_default(),
@@ -1253,8 +1335,16 @@ mod tests {
         parse_body(raw)
     }
 
+    /// The refusal of a body, including one found while reading an
+    /// `init`'s backend list.
     fn error_of(json: &str) -> (ErrorCode, String) {
-        let e = body(json).request.expect_err("should be refused");
+        let e = match body(json).request {
+            Err(e) => e,
+            Ok(Request::Init(init)) => init
+                .for_each_backend(|_| Ok(()))
+                .expect_err("should be refused"),
+            Ok(other) => panic!("should be refused: {other:?}"),
+        };
         (e.code, e.text)
     }
 
@@ -1351,8 +1441,14 @@ mod tests {
             panic!("not an init")
         };
         assert_eq!(init.node_id.as_deref(), Some("n1"));
-        let names: Vec<&str> = init.backends.iter().map(|b| &*b.name).collect();
+        let mut names = Vec::new();
+        init.for_each_backend(|b| {
+            names.push(b.name.into_owned());
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(names, ["a", "b"]);
+        assert_eq!(init.backend_count(), 2);
         assert_eq!(init.policy, Policy::default());
         assert_eq!(init.counts, CountsMode::All);
     }

@@ -9,9 +9,12 @@
 //!   explanation of a pick.
 //! - [`rng`]: the seeded random number generator behind every random
 //!   choice.
+//! - `tree`: the index that makes least-connections and power-of-two-choices
+//!   picks O(log N).
 
 pub mod rng;
 pub mod select;
+mod tree;
 
 use indexmap::IndexMap;
 use std::fmt;
@@ -57,16 +60,14 @@ pub struct BackendChange {
     pub max_connections: Option<Option<u64>>,
 }
 
-/// One backend of the pool.
+/// One backend of the pool. Kept small: a pool may hold millions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
     active: u64,
     weight: u64,
-    max_connections: Option<u64>,
+    /// `u64::MAX` for no limit, which behaves the same: no count exceeds it.
+    limit: u64,
     healthy: bool,
-    /// Smooth weighted round-robin's running weight; kept across pool
-    /// changes.
-    current_weight: i128,
     stats: BackendStats,
 }
 
@@ -95,9 +96,8 @@ impl Backend {
         Backend {
             active: 0,
             weight: spec.weight,
-            max_connections: spec.max_connections,
+            limit: spec.max_connections.unwrap_or(u64::MAX),
             healthy: true,
-            current_weight: 0,
             stats: BackendStats::default(),
         }
     }
@@ -111,8 +111,10 @@ impl Backend {
         self.weight
     }
 
+    /// The connection limit; `None` when unset (or set to 2^64 - 1, which
+    /// is the same).
     pub fn max_connections(&self) -> Option<u64> {
-        self.max_connections
+        (self.limit != u64::MAX).then_some(self.limit)
     }
 
     pub fn healthy(&self) -> bool {
@@ -129,9 +131,7 @@ impl Backend {
             Some(Ineligible::Down)
         } else if self.weight == 0 {
             Some(Ineligible::Drained)
-        } else if self.active >= self.max_connections.unwrap_or(MAX_COUNT)
-            || self.active == MAX_COUNT
-        {
+        } else if self.active >= self.limit || self.active == MAX_COUNT {
             Some(Ineligible::Full)
         } else {
             None
@@ -255,7 +255,7 @@ pub struct Pick {
 /// backends were listed at creation, then appended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool {
-    backends: IndexMap<String, Backend>,
+    backends: IndexMap<Box<str>, Backend>,
     policy: Policy,
     rng: rng::Rng,
     /// Where the round-robin tie-break starts looking: just after the
@@ -265,6 +265,11 @@ pub struct Pool {
     rejected: u64,
     /// Reused by picks that need a list of positions.
     scratch: Vec<usize>,
+    /// Kept in step with `backends` by every change to them.
+    tree: tree::LoadTree,
+    /// Smooth round-robin's running weight per position, kept across pool
+    /// changes. Empty until round-robin is first used (all zero).
+    running_weights: Vec<i128>,
 }
 
 impl Default for Pool {
@@ -288,6 +293,8 @@ impl Pool {
             next_after_pick: 0,
             rejected: 0,
             scratch: Vec::new(),
+            tree: tree::LoadTree::default(),
+            running_weights: Vec::new(),
         }
     }
 
@@ -297,21 +304,11 @@ impl Pool {
         I: IntoIterator<Item = BackendSpec<'a>>,
     {
         let specs = specs.into_iter();
-        let mut pool = Pool::with_policy(policy);
-        pool.backends.reserve(specs.size_hint().0);
+        let mut builder = PoolBuilder::new(policy, specs.size_hint().0);
         for spec in specs {
-            if spec.name.is_empty() {
-                return Err(EngineError::EmptyName);
-            }
-            if pool
-                .backends
-                .insert(spec.name.to_owned(), Backend::new(&spec))
-                .is_some()
-            {
-                return Err(EngineError::DuplicateBackend(spec.name.to_owned()));
-            }
+            builder.push(spec)?;
         }
-        Ok(pool)
+        Ok(builder.build())
     }
 
     pub fn policy(&self) -> &Policy {
@@ -335,14 +332,12 @@ impl Pool {
 
     /// The backends with their names, in pool order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Backend)> + '_ {
-        self.backends.iter().map(|(name, b)| (name.as_str(), b))
+        self.backends.iter().map(|(name, b)| (&**name, b))
     }
 
     /// The backend at a pool position, with its name.
     pub fn get_index(&self, index: usize) -> Option<(&str, &Backend)> {
-        self.backends
-            .get_index(index)
-            .map(|(name, b)| (name.as_str(), b))
+        self.backends.get_index(index).map(|(name, b)| (&**name, b))
     }
 
     /// The backend of that name.
@@ -369,13 +364,15 @@ impl Pool {
                     if backend.active != count {
                         backend.active = count;
                         changed.push(index);
+                        self.tree.update(&self.backends, index);
                     }
                 }
                 None => {
                     let mut backend = Backend::new(&BackendSpec::named(name));
                     backend.active = count;
-                    let (index, _) = self.backends.insert_full(name.to_owned(), backend);
+                    let (index, _) = self.backends.insert_full(name.into(), backend);
                     changed.push(index);
+                    self.tree.update(&self.backends, index);
                 }
             }
         }
@@ -396,6 +393,7 @@ impl Pool {
                     backend.active += 1;
                     backend.stats.requests += 1;
                 }
+                self.tree.update(&self.backends, index);
                 self.next_after_pick = index + 1;
                 Ok((index, choice))
             }
@@ -443,6 +441,7 @@ impl Pool {
             stats.duration_sum_ms += ms;
             stats.duration_count += 1;
         }
+        self.tree.update(&self.backends, index);
         Ok(index)
     }
 
@@ -456,7 +455,8 @@ impl Pool {
         }
         let (index, _) = self
             .backends
-            .insert_full(spec.name.to_owned(), Backend::new(&spec));
+            .insert_full(spec.name.into(), Backend::new(&spec));
+        self.tree.update(&self.backends, index);
         Ok(index)
     }
 
@@ -470,6 +470,11 @@ impl Pool {
         if index < self.next_after_pick {
             self.next_after_pick -= 1;
         }
+        if index < self.running_weights.len() {
+            self.running_weights.remove(index);
+        }
+        // Every later position moved up one: O(N), as IndexMap's own removal.
+        self.tree.rebuild(&self.backends);
         Ok(index)
     }
 
@@ -486,8 +491,9 @@ impl Pool {
             backend.weight = weight;
         }
         if let Some(limit) = change.max_connections {
-            backend.max_connections = limit;
+            backend.limit = limit.unwrap_or(u64::MAX);
         }
+        self.tree.update(&self.backends, index);
         Ok(index)
     }
 
@@ -510,6 +516,44 @@ impl Pool {
             drained,
             full,
         }
+    }
+}
+
+/// Builds a pool one backend at a time, as a list is read.
+#[derive(Debug)]
+pub struct PoolBuilder {
+    pool: Pool,
+}
+
+impl PoolBuilder {
+    /// A builder for a pool of about `capacity` backends.
+    pub fn new(policy: Policy, capacity: usize) -> Self {
+        let mut pool = Pool::with_policy(policy);
+        pool.backends.reserve_exact(capacity);
+        PoolBuilder { pool }
+    }
+
+    /// Appends a backend with no connections.
+    pub fn push(&mut self, spec: BackendSpec<'_>) -> Result<(), EngineError> {
+        if spec.name.is_empty() {
+            return Err(EngineError::EmptyName);
+        }
+        let backend = Backend::new(&spec);
+        match self.pool.backends.entry(spec.name.into()) {
+            indexmap::map::Entry::Occupied(_) => {
+                Err(EngineError::DuplicateBackend(spec.name.to_owned()))
+            }
+            indexmap::map::Entry::Vacant(entry) => {
+                entry.insert(backend);
+                Ok(())
+            }
+        }
+    }
+
+    /// The finished pool.
+    pub fn build(mut self) -> Pool {
+        self.pool.tree.rebuild(&self.pool.backends);
+        self.pool
     }
 }
 

@@ -191,43 +191,26 @@ impl Pool {
     }
 
     fn least_connections(&mut self, explain: bool) -> Option<Choice> {
-        let mut tied = std::mem::take(&mut self.scratch);
-        tied.clear();
-        let mut best: Option<(u64, u64)> = None;
-        for (index, backend) in self.backends.values().enumerate() {
-            if backend.ineligible().is_some() {
-                continue;
-            }
-            let order = best
-                .map(|(active, weight)| cmp_load(backend.active, backend.weight, active, weight));
-            match order {
-                None | Some(Ordering::Less) => {
-                    best = Some((backend.active, backend.weight));
-                    tied.clear();
-                    tied.push(index);
-                }
-                Some(Ordering::Equal) => tied.push(index),
-                Some(Ordering::Greater) => {}
-            }
-        }
+        let least = self.tree.least()?;
+        let ties = self.tree.ties();
         let rule = self.policy.tie_break;
-        let index = match (tied.len(), rule) {
-            (0, _) => None,
-            (1, _) | (_, TieBreak::LowestIndex) => Some(tied[0]),
-            (_, TieBreak::RoundRobin) => tied
-                .iter()
-                .copied()
-                .find(|&i| i >= self.next_after_pick)
-                .or(Some(tied[0])),
-            (n, TieBreak::Random) => Some(tied[self.rng.below(n as u64) as usize]),
+        let index = match (ties, rule) {
+            (1, _) | (_, TieBreak::LowestIndex) => least,
+            (_, TieBreak::RoundRobin) => self
+                .tree
+                .first_tied_from(&self.backends, self.next_after_pick)
+                .unwrap_or(least),
+            (n, TieBreak::Random) => {
+                let k = self.rng.below(n as u64) as usize;
+                self.tree.nth_tied(&self.backends, k).unwrap_or(least)
+            }
         };
-        let tie = (explain && tied.len() > 1).then(|| Tie {
-            tied: tied.clone(),
+        let tie = (explain && ties > 1).then(|| Tie {
+            tied: self.tree.all_tied(&self.backends),
             rule,
             after: self.previous_pick(),
         });
-        self.scratch = tied;
-        index.map(|index| Choice {
+        Some(Choice {
             index,
             tie,
             sampled: None,
@@ -241,18 +224,23 @@ impl Pool {
     }
 
     fn smooth_round_robin(&mut self, explain: bool) -> Option<Choice> {
+        // Backends appended since the last round-robin pick start at 0.
+        self.running_weights.resize(self.backends.len(), 0);
         let mut total: i128 = 0;
         let mut best: Option<(usize, i128)> = None;
         let mut tied = std::mem::take(&mut self.scratch);
         tied.clear();
-        for (index, backend) in self.backends.values_mut().enumerate() {
-            if backend.ineligible().is_some() {
-                continue;
-            }
+        let eligible = self
+            .backends
+            .values()
+            .zip(self.running_weights.iter_mut())
+            .enumerate()
+            .filter(|(_, (backend, _))| backend.ineligible().is_none());
+        for (index, (backend, running)) in eligible {
             let weight = i128::from(backend.weight);
-            backend.current_weight += weight;
+            *running += weight;
             total += weight;
-            let current = backend.current_weight;
+            let current = *running;
             match best {
                 Some((_, top)) if current < top => {}
                 Some((_, top)) if current == top => tied.push(index),
@@ -264,9 +252,7 @@ impl Pool {
             }
         }
         let (index, _) = best?;
-        if let Some((_, backend)) = self.backends.get_index_mut(index) {
-            backend.current_weight -= total;
-        }
+        self.running_weights[index] -= total;
         let tie = (explain && tied.len() > 1).then(|| Tie {
             tied: tied.clone(),
             rule: TieBreak::LowestIndex,
@@ -305,27 +291,20 @@ impl Pool {
     }
 
     fn power_of_two_choices(&mut self, explain: bool) -> Option<Choice> {
-        let mut eligible = std::mem::take(&mut self.scratch);
-        eligible.clear();
-        eligible.extend(
-            self.backends
-                .values()
-                .enumerate()
-                .filter(|(_, b)| b.ineligible().is_none())
-                .map(|(i, _)| i),
-        );
-        let n = eligible.len() as u64;
-        let choice = match n {
+        let n = self.tree.eligible() as u64;
+        match n {
             0 => None,
-            1 => Some(Choice::plain(eligible[0])),
+            1 => self.tree.nth_eligible(0).map(Choice::plain),
             _ => {
-                // Two distinct draws: the second skips over the first.
+                // Two distinct draws among the eligible, in pool order: the
+                // second skips over the first.
                 let first = self.rng.below(n);
                 let mut second = self.rng.below(n - 1);
                 if second >= first {
                     second += 1;
                 }
-                let (a, b) = (eligible[first as usize], eligible[second as usize]);
+                let a = self.tree.nth_eligible(first as usize)?;
+                let b = self.tree.nth_eligible(second as usize)?;
                 let (low, high) = (a.min(b), a.max(b));
                 let load = |i: usize| {
                     self.backends
@@ -346,9 +325,7 @@ impl Pool {
                     sampled: Some([low, high]),
                 })
             }
-        };
-        self.scratch = eligible;
-        choice
+        }
     }
 
     /// Every backend as `algorithm` sees it now, for an explanation.
@@ -368,7 +345,8 @@ impl Pool {
                         })
                     }
                     Algorithm::RoundRobin => Some(Score::CurrentWeight(
-                        b.current_weight + i128::from(b.weight),
+                        self.running_weights.get(index).copied().unwrap_or(0)
+                            + i128::from(b.weight),
                     )),
                     Algorithm::Random => None,
                 };

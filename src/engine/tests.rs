@@ -61,7 +61,8 @@ fn picks_fewest_and_counts_eagerly() {
 fn snapshot_appends_in_its_own_order_and_keeps_unlisted_counts() {
     let mut p = pool(&["b"]);
     p.pick(None, false);
-    p.apply_snapshot(&[("z", 4), ("a", 1)], &mut Vec::new()).unwrap();
+    p.apply_snapshot(&[("z", 4), ("a", 1)], &mut Vec::new())
+        .unwrap();
     let names: Vec<&str> = p.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["b", "z", "a"]);
     assert_eq!(counts(&p), [1, 4, 1]);
@@ -112,8 +113,11 @@ fn empty_pool_has_no_backend_and_counts_the_rejection() {
 #[test]
 fn a_saturated_count_is_full_not_wrapped() {
     let mut p = Pool::new();
-    p.apply_snapshot(&[("full", MAX_COUNT), ("b", MAX_COUNT - 1)], &mut Vec::new())
-        .unwrap();
+    p.apply_snapshot(
+        &[("full", MAX_COUNT), ("b", MAX_COUNT - 1)],
+        &mut Vec::new(),
+    )
+    .unwrap();
     assert_eq!(p.pick(None, false).chosen, Ok(1));
     assert_eq!(counts(&p), [MAX_COUNT, MAX_COUNT]);
     let none = p.pick(None, false).chosen.unwrap_err();
@@ -192,7 +196,8 @@ fn scores_compare_exactly_without_floats() {
 #[test]
 fn a_drained_backend_keeps_its_connections_and_gets_no_new_ones() {
     let mut p = pool_with(&[spec("a", 0), spec("b", 1)], Policy::default());
-    p.apply_snapshot(&[("a", 3), ("b", 10)], &mut Vec::new()).unwrap();
+    p.apply_snapshot(&[("a", 3), ("b", 10)], &mut Vec::new())
+        .unwrap();
     assert_eq!(picks(&mut p, 2), ["b", "b"]);
     assert_eq!(counts(&p), [3, 12]);
     p.complete("a", true, None).unwrap();
@@ -384,7 +389,8 @@ fn power_of_two_choices_with_two_backends_is_least_connections() {
         policy: policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
         ..p
     };
-    p.apply_snapshot(&[("a", 5), ("b", 2)], &mut Vec::new()).unwrap();
+    p.apply_snapshot(&[("a", 5), ("b", 2)], &mut Vec::new())
+        .unwrap();
     // b until it reaches 5, then the tie goes to a, then alternate.
     assert_eq!(picks(&mut p, 5), ["b", "b", "b", "a", "b"]);
 }
@@ -395,8 +401,11 @@ fn power_of_two_choices_prefers_the_lighter_of_two_draws() {
         &[spec("a", 1), spec("b", 1), spec("c", 1), spec("d", 1)],
         policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
     );
-    p.apply_snapshot(&[("a", 1000), ("b", 1000), ("c", 1000), ("d", 0)], &mut Vec::new())
-        .unwrap();
+    p.apply_snapshot(
+        &[("a", 1000), ("b", 1000), ("c", 1000), ("d", 0)],
+        &mut Vec::new(),
+    )
+    .unwrap();
     // The heaviest three can win only against each other; d wins whenever it
     // is drawn (half of all pairs).
     for _ in 0..100 {
@@ -431,7 +440,8 @@ fn power_of_two_choices_with_one_eligible_takes_it() {
 #[test]
 fn a_request_may_use_another_algorithm_than_the_default() {
     let mut p = pool_with(&[spec("a", 5), spec("b", 1)], Policy::default());
-    p.apply_snapshot(&[("a", 0), ("b", 0)], &mut Vec::new()).unwrap();
+    p.apply_snapshot(&[("a", 0), ("b", 0)], &mut Vec::new())
+        .unwrap();
     assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
     assert_eq!(
         p.pick(None, false).chosen,
@@ -500,7 +510,8 @@ fn random_tie_break_is_reproducible_and_stays_among_the_tied() {
             &[spec("a", 1), spec("b", 1), spec("c", 1), spec("busy", 1)],
             policy(Algorithm::LeastConnections, TieBreak::Random),
         );
-        p.apply_snapshot(&[("busy", 1000)], &mut Vec::new()).unwrap();
+        p.apply_snapshot(&[("busy", 1000)], &mut Vec::new())
+            .unwrap();
         (0..60)
             .map(|_| {
                 let i = p.pick(None, false).chosen.unwrap();
@@ -586,7 +597,8 @@ fn explanations_show_every_candidate_and_the_tie() {
         &[spec("a", 2), spec("b", 1), spec("c", 1), spec("d", 0)],
         policy(Algorithm::LeastConnections, TieBreak::LowestIndex),
     );
-    p.apply_snapshot(&[("a", 2), ("b", 1), ("c", 3)], &mut Vec::new()).unwrap();
+    p.apply_snapshot(&[("a", 2), ("b", 1), ("c", 3)], &mut Vec::new())
+        .unwrap();
     p.change(
         "c",
         BackendChange {

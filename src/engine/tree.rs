@@ -1,0 +1,320 @@
+//! An index over the pool that makes least-connections picks O(log N).
+//!
+//! A segment tree over pool positions. Each node covers a range of
+//! positions and records the first eligible position whose load (active ÷
+//! weight) is the lowest in the range, how many eligible positions share
+//! that load, and how many positions in the range are eligible. The root
+//! answers "the least loaded, first in pool order" at once; a walk down
+//! finds the first tied position after a given one, the k-th tied, or the
+//! k-th eligible, in O(log N). Changing one backend updates one path.
+//!
+//! HAProxy keeps its servers in a tree keyed by load for the same reason;
+//! NGINX scans every peer.
+
+use super::select::cmp_load;
+use super::Backend;
+use indexmap::IndexMap;
+use std::cmp::Ordering;
+
+type Backends = IndexMap<Box<str>, Backend>;
+
+/// No position: an empty or wholly ineligible range.
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Node {
+    /// The first position with the lowest load in the range.
+    best: u32,
+    /// How many eligible positions in the range have that load.
+    ties: u32,
+    /// How many positions in the range are eligible.
+    eligible: u32,
+}
+
+const EMPTY: Node = Node {
+    best: NONE,
+    ties: 0,
+    eligible: 0,
+};
+
+/// The tree. Leaves are `nodes[leaves..]`; node `p` covers its children
+/// `2p` and `2p + 1`; the root is `nodes[1]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct LoadTree {
+    nodes: Vec<Node>,
+    leaves: usize,
+}
+
+fn load(backends: &Backends, position: u32) -> (u64, u64) {
+    backends
+        .get_index(position as usize)
+        .map_or((0, 1), |(_, b)| (b.active, b.weight))
+}
+
+fn compare(backends: &Backends, a: u32, b: u32) -> Ordering {
+    let ((aa, aw), (ba, bw)) = (load(backends, a), load(backends, b));
+    cmp_load(aa, aw, ba, bw)
+}
+
+fn leaf(position: usize, backend: &Backend) -> Node {
+    if backend.ineligible().is_some() {
+        return EMPTY;
+    }
+    Node {
+        best: position as u32,
+        ties: 1,
+        eligible: 1,
+    }
+}
+
+fn combine(backends: &Backends, left: Node, right: Node) -> Node {
+    let eligible = left.eligible + right.eligible;
+    let (best, ties) = match (left.best, right.best) {
+        (NONE, _) => (right.best, right.ties),
+        (_, NONE) => (left.best, left.ties),
+        (l, r) => match compare(backends, l, r) {
+            Ordering::Less => (l, left.ties),
+            Ordering::Greater => (r, right.ties),
+            Ordering::Equal => (l, left.ties + right.ties),
+        },
+    };
+    Node {
+        best,
+        ties,
+        eligible,
+    }
+}
+
+impl LoadTree {
+    /// Builds the tree for every backend, in O(N).
+    pub fn rebuild(&mut self, backends: &Backends) {
+        let leaves = backends.len().next_power_of_two().max(1);
+        self.leaves = leaves;
+        self.nodes.clear();
+        self.nodes.resize(2 * leaves, EMPTY);
+        for (i, backend) in backends.values().enumerate() {
+            self.nodes[leaves + i] = leaf(i, backend);
+        }
+        for p in (1..leaves).rev() {
+            self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
+        }
+    }
+
+    /// Takes a change to the backend at `position` (or a new backend there)
+    /// into account, in O(log N) (amortized, when the tree must grow).
+    pub fn update(&mut self, backends: &Backends, position: usize) {
+        if position >= self.leaves {
+            self.rebuild(backends);
+            return;
+        }
+        let mut p = self.leaves + position;
+        self.nodes[p] = match backends.get_index(position) {
+            Some((_, backend)) => leaf(position, backend),
+            None => EMPTY,
+        };
+        while p > 1 {
+            p /= 2;
+            self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
+        }
+    }
+
+    fn root(&self) -> Node {
+        self.nodes.get(1).copied().unwrap_or(EMPTY)
+    }
+
+    /// The first eligible position with the lowest load.
+    pub fn least(&self) -> Option<usize> {
+        let best = self.root().best;
+        (best != NONE).then_some(best as usize)
+    }
+
+    /// How many eligible positions share the lowest load.
+    pub fn ties(&self) -> usize {
+        self.root().ties as usize
+    }
+
+    /// How many positions are eligible.
+    pub fn eligible(&self) -> usize {
+        self.root().eligible as usize
+    }
+
+    /// Whether node `p`'s lowest load is the lowest of all.
+    fn holds_least(&self, backends: &Backends, p: usize) -> bool {
+        let (node, root) = (self.nodes[p], self.root());
+        node.best != NONE && compare(backends, node.best, root.best) == Ordering::Equal
+    }
+
+    /// The first position at or after `start` with the lowest load.
+    pub fn first_tied_from(&self, backends: &Backends, start: usize) -> Option<usize> {
+        if self.least().is_none() || start >= self.leaves {
+            return None;
+        }
+        // Walk down towards `start`, remembering right siblings to try.
+        let mut candidates = Vec::new();
+        let (mut p, mut lo, mut span) = (1, 0, self.leaves);
+        while span > 1 {
+            span /= 2;
+            if start < lo + span {
+                candidates.push((2 * p + 1, lo + span, span));
+                p *= 2;
+            } else {
+                p = 2 * p + 1;
+                lo += span;
+            }
+        }
+        if self.holds_least(backends, p) {
+            return Some(lo);
+        }
+        // The nearest right sibling holding a least-loaded position: its
+        // first such position is the answer.
+        let (p, _, _) = candidates
+            .iter()
+            .rev()
+            .copied()
+            .find(|&(p, _, _)| self.holds_least(backends, p))?;
+        Some(self.nodes[p].best as usize)
+    }
+
+    /// The `k`-th (from 0) least-loaded position in pool order.
+    pub fn nth_tied(&self, backends: &Backends, mut k: usize) -> Option<usize> {
+        if k >= self.ties() {
+            return None;
+        }
+        let mut p = 1;
+        while p < self.leaves {
+            let left = 2 * p;
+            let in_left = if self.holds_least(backends, left) {
+                self.nodes[left].ties as usize
+            } else {
+                0
+            };
+            if k < in_left {
+                p = left;
+            } else {
+                k -= in_left;
+                p = left + 1;
+            }
+        }
+        Some(p - self.leaves)
+    }
+
+    /// The `k`-th (from 0) eligible position in pool order.
+    pub fn nth_eligible(&self, mut k: usize) -> Option<usize> {
+        if k >= self.eligible() {
+            return None;
+        }
+        let mut p = 1;
+        while p < self.leaves {
+            let in_left = self.nodes[2 * p].eligible as usize;
+            if k < in_left {
+                p *= 2;
+            } else {
+                k -= in_left;
+                p = 2 * p + 1;
+            }
+        }
+        Some(p - self.leaves)
+    }
+
+    /// Every least-loaded position, in pool order (for explanations).
+    pub fn all_tied(&self, backends: &Backends) -> Vec<usize> {
+        (0..self.ties())
+            .filter_map(|k| self.nth_tied(backends, k))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::BackendSpec;
+    use proptest::prelude::*;
+
+    /// Backends from (active, weight, healthy).
+    fn backends(spec: &[(u64, u64, bool)]) -> Backends {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(active, weight, healthy))| {
+                let mut b = Backend::new(&BackendSpec {
+                    name: "",
+                    weight,
+                    max_connections: None,
+                });
+                b.active = active;
+                b.healthy = healthy;
+                (format!("b{i}").into(), b)
+            })
+            .collect()
+    }
+
+    /// Checks every query against a plain scan.
+    fn check(tree: &LoadTree, backends: &Backends) {
+        let eligible: Vec<usize> = (0..backends.len())
+            .filter(|&i| backends[i].ineligible().is_none())
+            .collect();
+        let least = eligible.iter().copied().reduce(|best, i| {
+            let (a, b) = (&backends[i], &backends[best]);
+            if cmp_load(a.active, a.weight, b.active, b.weight) == Ordering::Less {
+                i
+            } else {
+                best
+            }
+        });
+        assert_eq!(tree.least(), least);
+        let tied: Vec<usize> = eligible
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let (a, b) = (&backends[i], &backends[least.unwrap()]);
+                cmp_load(a.active, a.weight, b.active, b.weight) == Ordering::Equal
+            })
+            .collect();
+        assert_eq!(tree.ties(), tied.len());
+        assert_eq!(tree.all_tied(backends), tied);
+        assert_eq!(tree.eligible(), eligible.len());
+        for (k, &i) in eligible.iter().enumerate() {
+            assert_eq!(tree.nth_eligible(k), Some(i));
+        }
+        assert_eq!(tree.nth_eligible(eligible.len()), None);
+        for start in 0..=backends.len() + 1 {
+            let expected = tied.iter().copied().find(|&i| i >= start);
+            assert_eq!(
+                tree.first_tied_from(backends, start),
+                expected,
+                "from {start}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn queries_match_a_plain_scan(
+            spec in prop::collection::vec((0..4u64, 0..3u64, prop::bool::weighted(0.8)), 0..40),
+            changes in prop::collection::vec((any::<usize>(), 0..4u64, 0..3u64), 0..20),
+        ) {
+            let mut backends = backends(&spec);
+            let mut tree = LoadTree::default();
+            tree.rebuild(&backends);
+            check(&tree, &backends);
+            for (at, active, weight) in changes {
+                if backends.is_empty() {
+                    break;
+                }
+                let i = at % backends.len();
+                backends[i].active = active;
+                backends[i].weight = weight;
+                tree.update(&backends, i);
+                check(&tree, &backends);
+            }
+            // Appending past the tree's capacity makes it grow.
+            for extra in 0..5u64 {
+                let i = backends.len();
+                let mut b = Backend::new(&BackendSpec::named(""));
+                b.active = extra;
+                backends.insert(format!("new{extra}").into(), b);
+                tree.update(&backends, i);
+                check(&tree, &backends);
+            }
+        }
+    }
+}
