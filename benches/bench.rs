@@ -23,6 +23,8 @@ struct Workload {
     path: PathBuf,
     messages: usize,
     bytes: u64,
+    /// The same init and one request, to subtract the init's cost.
+    init_only: Option<PathBuf>,
 }
 
 struct Measure {
@@ -91,8 +93,13 @@ fn main() -> anyhow::Result<()> {
             mib(theirs.peak_kib),
             ours.seconds / theirs.seconds,
         )?;
-        if w.name.starts_with("large-") {
-            per_message.push((w.name.clone(), ours.seconds / w.messages as f64));
+        if let Some(init_only) = &w.init_only {
+            // The marginal cost of a message: the whole run less a run of
+            // the init alone (the init of a million backends is a one-time
+            // cost that would otherwise hide the per-message one).
+            let base = median(runs, || measure(&node, init_only, false))?;
+            let marginal = (ours.seconds - base.seconds) / (w.messages - 2) as f64;
+            per_message.push((w.name.clone(), marginal, base.seconds));
         }
     }
     if only.is_empty() || only.iter().any(|o| o == "startup") {
@@ -109,13 +116,18 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     println!("{table}");
+    if !per_message.is_empty() {
+        println!("| pool | init + 1 request, s | marginal time per message, µs |");
+        println!("|---|---|---|");
+        for (name, marginal, init) in &per_message {
+            println!("| {name} | {init:.3} | {:.2} |", marginal * 1e6);
+        }
+    }
     if let (Some(first), Some(last)) = (per_message.first(), per_message.last()) {
         println!(
-            "time per message: {} {:.2} µs, {} {:.2} µs: {:.2}×",
-            first.0,
-            first.1 * 1e6,
+            "\nmarginal time per message, {} ÷ {}: {:.2}×",
             last.0,
-            last.1 * 1e6,
+            first.0,
             last.1 / first.1
         );
     }
@@ -205,6 +217,7 @@ impl Writer {
             path: self.path,
             messages: self.messages,
             bytes,
+            init_only: None,
         })
     }
 }
@@ -310,10 +323,17 @@ fn steady(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
 fn large(dir: &Path, backends: usize, messages: usize) -> anyhow::Result<Workload> {
     let name = format!("large-{backends}");
     let names = names(backends);
+    let init = init_body(&names, r#","counts":"changed""#);
+    let mut base = Writer::new(dir, &format!("{name}-init"))?;
+    base.message(&init)?;
+    base.message(r#"{"type":"http_request","msg_id":2}"#)?;
+    let init_only = base.finish(&name)?.path;
     let mut w = Writer::new(dir, &name)?;
-    w.message(&init_body(&names, r#","counts":"changed""#))?;
+    w.message(&init)?;
     interleaved(&mut w, &names, messages, (backends / 2).min(1000))?;
-    w.finish(&name)
+    let mut workload = w.finish(&name)?;
+    workload.init_only = Some(init_only);
+    Ok(workload)
 }
 
 fn startup(dir: &Path) -> anyhow::Result<PathBuf> {

@@ -262,6 +262,11 @@ impl Framer {
         while self.pos < self.end {
             let index = self.pos;
             let byte = self.buf[index];
+            if byte == b'{' && self.state == State::Top {
+                if let Some(found) = self.whole_object(index) {
+                    return Some(found);
+                }
+            }
             let step = self.step(index, byte);
             match step {
                 Step::Next => {
@@ -299,6 +304,34 @@ impl Framer {
         current.start = None;
         let at = current.at;
         Some(Found::Skipped(self.too_large(at)))
+    }
+
+    /// The fast path: when a complete, valid JSON object starts at `index`
+    /// (the usual case), frames it in one quick pass. Returns `None`, having
+    /// changed nothing, whenever the byte-by-byte scan must decide instead:
+    /// invalid or incomplete JSON, or a value over the size limit.
+    fn whole_object(&mut self, index: usize) -> Option<Found> {
+        let rest = &self.buf[index..self.end];
+        let mut values =
+            serde_json::Deserializer::from_slice(rest).into_iter::<serde::de::IgnoredAny>();
+        values.next()?.ok()?;
+        let len = values.byte_offset();
+        if len > self.max_size {
+            return None;
+        }
+        let at = self.position_of(index);
+        let object = &rest[..len];
+        if let Some(last) = object.iter().rposition(|&b| b == b'\n') {
+            self.line += object.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.line_start = self.base + (index + last + 1) as u64;
+        }
+        self.line_has_content = true;
+        self.pos = index + len;
+        Some(Found::Object {
+            start: index,
+            end: index + len,
+            at,
+        })
     }
 
     fn frame(&self, found: Found) -> Frame<'_> {
