@@ -61,7 +61,14 @@ where
     let mut out = Vec::with_capacity(OUTPUT_HIGH_WATER);
     let mut summary = Summary::default();
     loop {
-        while let Some(frame) = framer.next_frame() {
+        loop {
+            // Ordinary messages are taken and answered in one pass as the
+            // framer meets them; the rest come back as frames.
+            let mut take =
+                |bytes: &[u8], max_len: usize| node.handle_prefix(bytes, max_len, &mut out);
+            let Some(frame) = framer.next_frame_or(&mut take) else {
+                break;
+            };
             dispatch(frame, &mut node, &mut out, &mut diagnostics, &mut summary);
             if out.len() >= OUTPUT_HIGH_WATER {
                 output.write_all(&out)?;
@@ -100,6 +107,10 @@ fn dispatch<E: Write>(
             Err(why) => (at, why),
         },
         Frame::Skipped(skipped) => (skipped.at, skipped.reason),
+        Frame::Taken => {
+            summary.answered += 1;
+            return;
+        }
     };
     summary.skipped += 1;
     report(diagnostics, at, &why);

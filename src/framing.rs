@@ -65,6 +65,9 @@ pub enum Frame<'a> {
     Object { bytes: &'a [u8], at: Position },
     /// Input that cannot be a message and was skipped.
     Skipped(Skipped),
+    /// An object that the caller's `take` handled (see
+    /// [`Framer::next_frame_or`]).
+    Taken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,15 +257,31 @@ impl Framer {
     /// Scans on and returns the next complete object or skipped input, or
     /// `None` when the buffered input holds no more.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
-        let found = self.scan();
+        self.next_frame_or(&mut |_: &[u8], _: usize| None)
+    }
+
+    /// As [`next_frame`](Self::next_frame), but first offers the input at
+    /// each top-level `{` to `take`, with the size limit: if `take` handles
+    /// a whole, valid object there of at most that size, it returns the
+    /// object's length, and the framer moves past it and says
+    /// [`Frame::Taken`].
+    pub fn next_frame_or(
+        &mut self,
+        take: &mut dyn FnMut(&[u8], usize) -> Option<usize>,
+    ) -> Option<Frame<'_>> {
+        let found = self.scan(take);
         found.map(|found| self.frame(found))
     }
 
-    fn scan(&mut self) -> Option<Found> {
+    fn scan(&mut self, take: &mut dyn FnMut(&[u8], usize) -> Option<usize>) -> Option<Found> {
         while self.pos < self.end {
             let index = self.pos;
             let byte = self.buf[index];
             if byte == b'{' && self.state == State::Top {
+                if let Some(len) = take(&self.buf[index..self.end], self.max_size) {
+                    self.move_past(index, len);
+                    return Some(Found::Taken);
+                }
                 if let Some(found) = self.whole_object(index) {
                     return Some(found);
                 }
@@ -319,19 +338,26 @@ impl Framer {
         if len > self.max_size {
             return None;
         }
+        let at = self.move_past(index, len);
+        Some(Found::Object {
+            start: index,
+            end: index + len,
+            at,
+        })
+    }
+
+    /// Moves past a whole object of `len` bytes at `index`, found by a fast
+    /// path, keeping the line count. Returns where the object starts.
+    fn move_past(&mut self, index: usize, len: usize) -> Position {
         let at = self.position_of(index);
-        let object = &rest[..len];
+        let object = &self.buf[index..index + len];
         if let Some(last) = object.iter().rposition(|&b| b == b'\n') {
             self.line += object.iter().filter(|&&b| b == b'\n').count() as u64;
             self.line_start = self.base + (index + last + 1) as u64;
         }
         self.line_has_content = true;
         self.pos = index + len;
-        Some(Found::Object {
-            start: index,
-            end: index + len,
-            at,
-        })
+        at
     }
 
     fn frame(&self, found: Found) -> Frame<'_> {
@@ -341,6 +367,7 @@ impl Framer {
                 at,
             },
             Found::Skipped(skipped) => Frame::Skipped(skipped),
+            Found::Taken => Frame::Taken,
         }
     }
 
@@ -696,6 +723,7 @@ enum Found {
         at: Position,
     },
     Skipped(Skipped),
+    Taken,
 }
 
 /// What the scanning loop does after one byte.
@@ -764,6 +792,7 @@ mod tests {
                 )
             }
             Frame::Skipped(s) => format!("{}:{} SKIP {}", s.at.line, s.at.column, s.reason),
+            Frame::Taken => "TAKEN".into(),
         }
     }
 

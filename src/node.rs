@@ -8,9 +8,10 @@
 
 use crate::engine::{EngineError, Explanation, NoBackend, Pool, PoolBuilder};
 use crate::protocol::{
-    self, Counts, CountsMode, ErrorCode, HttpRequest, Init, Outgoing, ProtocolError, Reply,
+    self, Counts, CountsMode, ErrorCode, HttpRequest, Init, MsgId, Outgoing, ProtocolError, Reply,
     Request, RequestComplete,
 };
+use std::borrow::Cow;
 
 /// The state of one leastconn node.
 #[derive(Debug, Default)]
@@ -38,22 +39,65 @@ impl Node {
 
     /// Handles one message and appends its reply line to `out`.
     pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
+        // Ordinary requests are read in one pass; anything else, or anything
+        // wrong, in two steps that can say exactly what is wrong.
+        if let Some(message) = protocol::parse_fast(bytes) {
+            self.answer(
+                message.src,
+                message.dest,
+                message.msg_id,
+                Ok(message.request),
+                out,
+            );
+            return Ok(());
+        }
         let envelope = protocol::parse_envelope(bytes)?;
         let body = protocol::parse_body(envelope.body);
+        self.answer(envelope.src, envelope.dest, body.msg_id, body.request, out);
+        Ok(())
+    }
+
+    /// Handles an ordinary message at the start of `bytes` (of at most
+    /// `max_len` bytes) read in one pass, and returns its length; `None`,
+    /// having done nothing, for anything else.
+    pub fn handle_prefix(
+        &mut self,
+        bytes: &[u8],
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let (message, len) = protocol::parse_fast_prefix(bytes, max_len)?;
+        self.answer(
+            message.src,
+            message.dest,
+            message.msg_id,
+            Ok(message.request),
+            out,
+        );
+        Some(len)
+    }
+
+    fn answer(
+        &mut self,
+        src: Cow<'_, str>,
+        dest: Cow<'_, str>,
+        msg_id: Option<MsgId>,
+        request: Result<Request<'_>, ProtocolError>,
+        out: &mut Vec<u8>,
+    ) {
         self.changed.clear();
-        let outcome = body.request.and_then(|request| self.apply(request));
+        let outcome = request.and_then(|request| self.apply(request));
         if self.counts == CountsMode::Changed {
             self.changed.sort_unstable();
             self.changed.dedup();
         }
         Outgoing {
-            src: self.id.as_deref().unwrap_or(&envelope.dest),
-            dest: &envelope.src,
-            in_reply_to: body.msg_id,
+            src: self.id.as_deref().unwrap_or(&dest),
+            dest: &src,
+            in_reply_to: msg_id,
             reply: self.reply(outcome),
         }
         .write_line(out);
-        Ok(())
     }
 
     fn apply(&mut self, request: Request<'_>) -> Result<Outcome, ProtocolError> {
@@ -93,12 +137,8 @@ impl Node {
 
     fn route(&mut self, request: HttpRequest<'_>) -> Result<Outcome, ProtocolError> {
         if let Some(snapshot) = &request.snapshot {
-            let entries: Vec<(&str, u64)> = snapshot
-                .iter()
-                .map(|(name, count)| (&**name, *count))
-                .collect();
             self.pool
-                .apply_snapshot(&entries, &mut self.changed)
+                .apply_snapshot(snapshot, &mut self.changed)
                 .map_err(refusal)?;
         }
         let pick = self.pool.pick(request.algorithm, request.explain);

@@ -296,11 +296,11 @@ impl Serialize for MsgId {
 #[derive(Debug)]
 struct Text<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Text<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
@@ -314,7 +314,7 @@ impl<'de> Deserialize<'de> for Text<'de> {
                 Ok(Text(Cow::Owned(v)))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -469,6 +469,178 @@ fn describe_json_error(e: &serde_json::Error) -> String {
         return format!("invalid JSON: {text} (line {} of this message)", e.line());
     }
     format!("not a message: {text}")
+}
+
+// ---------------------------------------------------------------------------
+// The one-pass path
+
+/// A whole message, read in one pass.
+pub struct Message<'a> {
+    pub src: Cow<'a, str>,
+    pub dest: Cow<'a, str>,
+    pub msg_id: Option<MsgId>,
+    pub request: Request<'a>,
+}
+
+/// Reads an ordinary, valid `http_request` or `request_complete` in a single
+/// strict pass. Anything else (another type, a wrong type, a `null`, an
+/// unknown algorithm, a repeated field, invalid UTF-8) gives `None`, and the
+/// message goes through [`parse_envelope`] and [`parse_body`], which give
+/// the same result for valid messages and a precise error for the rest.
+pub fn parse_fast(bytes: &[u8]) -> Option<Message<'_>> {
+    match parse_fast_prefix(bytes, bytes.len())? {
+        (message, len) if len == bytes.len() => Some(message),
+        _ => None,
+    }
+}
+
+/// As [`parse_fast`], for a message at the start of `bytes` (more may
+/// follow) of at most `max_len` bytes; also returns its length.
+pub fn parse_fast_prefix(bytes: &[u8], max_len: usize) -> Option<(Message<'_>, usize)> {
+    let mut messages = serde_json::Deserializer::from_slice(bytes).into_iter::<FastEnvelope>();
+    let envelope = messages.next()?.ok()?;
+    let len = messages.byte_offset();
+    // Strings the pass skipped were not checked: the whole must be UTF-8.
+    if len > max_len || std::str::from_utf8(&bytes[..len]).is_err() {
+        return None;
+    }
+    let body = envelope.body;
+    let request = match &*body.kind.0 {
+        "http_request" => {
+            let algorithm = match body.algorithm {
+                Some(Text(name)) => Some(Algorithm::from_name(&name)?),
+                None => None,
+            };
+            Request::HttpRequest(HttpRequest {
+                snapshot: body.active_connections.map(|s| s.0),
+                algorithm,
+                explain: body.explain.unwrap_or(false),
+            })
+        }
+        "request_complete" => Request::RequestComplete(RequestComplete {
+            backend: body.backend?.0,
+            ok: body.ok.unwrap_or(true),
+            duration_ms: match body.duration_ms {
+                Some(ms) if ms >= 0.0 && ms.is_finite() => Some(ms),
+                Some(_) => return None,
+                None => None,
+            },
+        }),
+        _ => return None,
+    };
+    let message = Message {
+        src: envelope.src.0,
+        dest: envelope.dest.0,
+        msg_id: body.msg_id,
+        request,
+    };
+    Some((message, len))
+}
+
+#[derive(serde::Deserialize)]
+struct FastEnvelope<'a> {
+    #[serde(borrow)]
+    src: Text<'a>,
+    #[serde(borrow)]
+    dest: Text<'a>,
+    #[serde(borrow)]
+    body: FastBody<'a>,
+}
+
+/// Every field [`RawBody`] knows is named here too, so that a repeated one
+/// fails this pass as it fails that one; those fields are never read.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FastBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Text<'a>,
+    #[serde(default, deserialize_with = "strict")]
+    msg_id: Option<MsgId>,
+    #[serde(default, deserialize_with = "strict", borrow)]
+    active_connections: Option<Snapshot<'a>>,
+    #[serde(default, deserialize_with = "strict", borrow)]
+    algorithm: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "strict")]
+    explain: Option<bool>,
+    #[serde(default, deserialize_with = "strict", borrow)]
+    backend: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "strict")]
+    ok: Option<bool>,
+    #[serde(default, deserialize_with = "strict")]
+    duration_ms: Option<f64>,
+    #[serde(default, deserialize_with = "strict", borrow)]
+    method: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "strict", borrow)]
+    path: Option<Text<'a>>,
+    #[serde(default)]
+    node_id: Option<de::IgnoredAny>,
+    #[serde(default)]
+    node_ids: Option<de::IgnoredAny>,
+    #[serde(default)]
+    backends: Option<de::IgnoredAny>,
+    #[serde(default)]
+    tie_break: Option<de::IgnoredAny>,
+    #[serde(default)]
+    seed: Option<de::IgnoredAny>,
+    #[serde(default)]
+    counts: Option<de::IgnoredAny>,
+    #[serde(default)]
+    weight: Option<de::IgnoredAny>,
+    #[serde(default)]
+    max_connections: Option<de::IgnoredAny>,
+    #[serde(default)]
+    healthy: Option<de::IgnoredAny>,
+}
+
+/// A field that is present must have its type: `null` is not "absent".
+fn strict<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl<'de> Deserialize<'de> for MsgId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MsgId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<MsgId, E> {
+                Ok(MsgId::Unsigned(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<MsgId, E> {
+                Ok(if v < 0 {
+                    MsgId::Negative(v)
+                } else {
+                    MsgId::Unsigned(v as u64)
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `active_connections` as whole numbers, in the snapshot's order.
+struct Snapshot<'a>(Vec<(Cow<'a, str>, u64)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Snapshot<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Snapshot<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of counts")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(Text(name)) = map.next_key()? {
+                    entries.push((name, map.next_value::<u64>()?));
+                }
+                Ok(Snapshot(entries))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1102,46 +1274,35 @@ pub struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
-    /// Appends the reply as one line of compact JSON.
+    /// Appends the reply as one line of compact JSON: `src`, `dest`, then
+    /// `body` with `type` first and `in_reply_to` next.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        // Writing into a Vec cannot fail, and every value here serializes.
-        let _ = serde_json::to_writer(&mut *out, self);
-        out.push(b'\n');
-    }
-}
-
-impl Serialize for Outgoing<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("src", self.src)?;
-        map.serialize_entry("dest", self.dest)?;
-        map.serialize_entry("body", &BodyOut(self))?;
-        map.end()
-    }
-}
-
-struct BodyOut<'a, 'b>(&'b Outgoing<'a>);
-
-impl Serialize for BodyOut<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let out = self.0;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("type", out.reply.kind())?;
-        if let Some(id) = &out.in_reply_to {
-            map.serialize_entry("in_reply_to", id)?;
+        out.extend_from_slice(b"{\"src\":");
+        write_str(out, self.src);
+        out.extend_from_slice(b",\"dest\":");
+        write_str(out, self.dest);
+        out.extend_from_slice(b",\"body\":{\"type\":");
+        write_str(out, self.reply.kind());
+        if let Some(id) = &self.in_reply_to {
+            key(out, "in_reply_to");
+            write_json(out, id);
         }
-        match &out.reply {
+        match &self.reply {
             Reply::InitOk => {}
             Reply::Routed {
                 backend,
                 counts,
                 explanation,
             } => {
-                map.serialize_entry("status", &200)?;
-                map.serialize_entry("backend", backend)?;
-                map.serialize_entry("active_connections", counts)?;
+                key(out, "status");
+                out.extend_from_slice(b"200");
+                key(out, "backend");
+                write_str(out, backend);
+                key(out, "active_connections");
+                counts.write(out);
                 if let Some(e) = explanation {
-                    map.serialize_entry("explain", &ExplainOut(e, counts.pool))?;
+                    key(out, "explain");
+                    write_json(out, &ExplainOut(e, counts.pool));
                 }
             }
             Reply::Unavailable {
@@ -1149,37 +1310,74 @@ impl Serialize for BodyOut<'_, '_> {
                 counts,
                 explanation,
             } => {
-                map.serialize_entry("status", &503)?;
-                map.serialize_entry("error", error)?;
-                map.serialize_entry("active_connections", counts)?;
+                key(out, "status");
+                out.extend_from_slice(b"503");
+                key(out, "error");
+                write_str(out, error);
+                key(out, "active_connections");
+                counts.write(out);
                 if let Some(e) = explanation {
-                    map.serialize_entry("explain", &ExplainOut(e, counts.pool))?;
+                    key(out, "explain");
+                    write_json(out, &ExplainOut(e, counts.pool));
                 }
             }
             Reply::BackendOk {
                 backend, counts, ..
             } => {
-                map.serialize_entry("backend", backend)?;
-                map.serialize_entry("active_connections", counts)?;
+                key(out, "backend");
+                write_str(out, backend);
+                key(out, "active_connections");
+                counts.write(out);
             }
             Reply::Removed { backend, counts } => {
-                map.serialize_entry("backend", backend)?;
-                map.serialize_entry("active_connections", counts)?;
+                key(out, "backend");
+                write_str(out, backend);
+                key(out, "active_connections");
+                counts.write(out);
             }
             Reply::StatsOk { pool } => {
                 let policy = pool.policy();
-                map.serialize_entry("algorithm", policy.algorithm.name())?;
-                map.serialize_entry("tie_break", policy.tie_break.name())?;
-                map.serialize_entry("rejected", &pool.rejected())?;
-                map.serialize_entry("backends", &StatsOut(pool))?;
+                key(out, "algorithm");
+                write_str(out, policy.algorithm.name());
+                key(out, "tie_break");
+                write_str(out, policy.tie_break.name());
+                key(out, "rejected");
+                write_json(out, &pool.rejected());
+                key(out, "backends");
+                write_json(out, &StatsOut(pool));
             }
             Reply::Error(e) => {
-                map.serialize_entry("code", &(e.code as u16))?;
-                map.serialize_entry("text", &e.text)?;
+                key(out, "code");
+                write_json(out, &(e.code as u16));
+                key(out, "text");
+                write_str(out, &e.text);
             }
         }
-        map.end()
+        out.extend_from_slice(b"}}\n");
     }
+}
+
+/// Starts the next member of an object that already has one.
+fn key(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Writes a JSON string, copying it straight when it needs no escapes.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(out, s);
+    }
+}
+
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing into a Vec cannot fail, and every value here serializes.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// A reply's `active_connections`: every backend's count, or only those at
@@ -1191,25 +1389,26 @@ pub struct Counts<'a> {
     pub only: Option<&'a [usize]>,
 }
 
-impl Serialize for Counts<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let pool = self.pool;
+impl Counts<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut first = true;
+        let mut entry = |out: &mut Vec<u8>, name: &str, backend: &Backend| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            write_str(out, name);
+            out.push(b':');
+            write_json(out, &backend.active());
+        };
         match self.only {
-            None => {
-                let mut map = s.serialize_map(Some(pool.len()))?;
-                for (name, backend) in pool.iter() {
-                    map.serialize_entry(name, &backend.active())?;
-                }
-                map.end()
-            }
-            Some(positions) => {
-                let mut map = s.serialize_map(Some(positions.len()))?;
-                for (name, backend) in positions.iter().filter_map(|&i| pool.get_index(i)) {
-                    map.serialize_entry(name, &backend.active())?;
-                }
-                map.end()
-            }
+            None => self.pool.iter().for_each(|(n, b)| entry(out, n, b)),
+            Some(positions) => positions
+                .iter()
+                .filter_map(|&i| self.pool.get_index(i))
+                .for_each(|(n, b)| entry(out, n, b)),
         }
+        out.push(b'}');
     }
 }
 

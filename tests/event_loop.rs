@@ -5,6 +5,7 @@
 //! carrying it.
 
 use leastconn::event_loop::{run, Options};
+use leastconn::protocol;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -319,6 +320,26 @@ proptest! {
         let whole = run_raw(&input[..], limit);
         let pieces = run_raw(Pieces { data: &input, piece }, limit);
         prop_assert_eq!(whole, pieces);
+    }
+
+    #[test]
+    fn the_one_pass_parse_agrees_with_the_precise_one(
+        trace in trace(),
+        damages in prop::collection::vec(damage(), 0..6),
+    ) {
+        let mut lines: Vec<Vec<u8>> = trace.into_iter().map(String::into_bytes).collect();
+        for d in &damages {
+            apply_damage(&mut lines, d);
+        }
+        for line in &lines {
+            let Some(fast) = protocol::parse_fast(line) else { continue };
+            let envelope = protocol::parse_envelope(line).expect("the precise parse accepts it too");
+            let body = protocol::parse_body(envelope.body);
+            prop_assert_eq!((&*fast.src, &*fast.dest), (&*envelope.src, &*envelope.dest));
+            prop_assert_eq!(fast.msg_id, body.msg_id);
+            let precise = body.request.expect("the precise parse accepts it too");
+            prop_assert_eq!(format!("{:?}", fast.request), format!("{:?}", precise));
+        }
     }
 
     #[test]

@@ -352,13 +352,14 @@ impl Pool {
     /// are added to `changed`.
     ///
     /// Fails, changing nothing, if a name is empty or listed twice.
-    pub fn apply_snapshot(
+    pub fn apply_snapshot<S: AsRef<str>>(
         &mut self,
-        snapshot: &[(&str, u64)],
+        snapshot: &[(S, u64)],
         changed: &mut Vec<usize>,
     ) -> Result<(), EngineError> {
-        check_names(snapshot.iter().map(|&(name, _)| name))?;
-        for &(name, count) in snapshot {
+        check_names(snapshot)?;
+        for (name, count) in snapshot {
+            let (name, count) = (name.as_ref(), *count);
             match self.backends.get_full_mut(name) {
                 Some((index, _, backend)) => {
                     if backend.active != count {
@@ -557,24 +558,24 @@ impl PoolBuilder {
     }
 }
 
-/// Checks that every name is non-empty and none repeats.
-fn check_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Result<(), EngineError> {
+/// Checks, in order, that every name of a snapshot is non-empty and none
+/// repeats; the first problem is the one reported.
+fn check_names<S: AsRef<str>>(snapshot: &[(S, u64)]) -> Result<(), EngineError> {
     // Snapshots are usually a handful of names: compare pairwise rather than
     // build a set for each request.
     const SMALL: usize = 16;
-    let small = names.len() <= SMALL;
-    let mut seen_small: Vec<&str> = Vec::new();
-    let mut seen_large = std::collections::HashSet::new();
-    for name in names {
+    let mut seen =
+        (snapshot.len() > SMALL).then(|| std::collections::HashSet::with_capacity(snapshot.len()));
+    for (i, (name, _)) in snapshot.iter().enumerate() {
+        let name = name.as_ref();
         if name.is_empty() {
             return Err(EngineError::EmptyName);
         }
-        let repeated = if small {
-            let repeated = seen_small.contains(&name);
-            seen_small.push(name);
-            repeated
-        } else {
-            !seen_large.insert(name)
+        let repeated = match &mut seen {
+            Some(seen) => !seen.insert(name),
+            None => snapshot[..i]
+                .iter()
+                .any(|(earlier, _)| earlier.as_ref() == name),
         };
         if repeated {
             return Err(EngineError::DuplicateBackend(name.to_owned()));
