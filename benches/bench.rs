@@ -28,7 +28,10 @@ struct Workload {
 }
 
 struct Measure {
+    /// Wall-clock time.
     seconds: f64,
+    /// User plus system CPU time, where `/usr/bin/time` reports it.
+    cpu: Option<f64>,
     peak_kib: Option<u64>,
 }
 
@@ -70,13 +73,12 @@ fn main() -> anyhow::Result<()> {
 
     let time = Path::new("/usr/bin/time").exists();
     let mut table = String::new();
-    writeln!(table, "| workload | messages | input MB | leastconn s | messages/s | MB/s | peak MiB | floor s | floor peak MiB | time ÷ floor |")?;
+    writeln!(table, "| workload | messages | input MB | leastconn s | messages/s | MB/s | peak MiB | floor s | floor peak MiB | CPU time ÷ floor's |")?;
     writeln!(table, "|---|---|---|---|---|---|---|---|---|---|")?;
     let mut per_message = Vec::new();
     for w in &workloads {
         eprint!("{} ", w.name);
-        let ours = median(runs, || measure(&node, &w.path, time))?;
-        let theirs = median(runs, || measure(&floor, &w.path, time))?;
+        let (ours, theirs, ratio) = paired(runs, &node, &floor, &w.path, time)?;
         eprintln!();
         let mb = w.bytes as f64 / 1e6;
         writeln!(
@@ -91,7 +93,7 @@ fn main() -> anyhow::Result<()> {
             mib(ours.peak_kib),
             theirs.seconds,
             mib(theirs.peak_kib),
-            ours.seconds / theirs.seconds,
+            ratio,
         )?;
         if let Some(init_only) = &w.init_only {
             // The marginal cost of a message: the whole run less a run of
@@ -104,15 +106,11 @@ fn main() -> anyhow::Result<()> {
     }
     if only.is_empty() || only.iter().any(|o| o == "startup") {
         let path = startup(&dir)?;
-        let samples = runs.max(5) * 20;
-        let ours = median(samples, || measure(&node, &path, false))?;
-        let theirs = median(samples, || measure(&floor, &path, false))?;
+        let (ours, theirs, ratio) = paired(runs.max(5) * 20, &node, &floor, &path, false)?;
         writeln!(
             table,
-            "| startup (init + 1 request) | 2 | 0.0 | {:.4} | | | | {:.4} | | {:.2} |",
-            ours.seconds,
-            theirs.seconds,
-            ours.seconds / theirs.seconds
+            "| startup (init + 1 request), wall | 2 | 0.0 | {:.4} | | | | {:.4} | | {:.2} (wall) |",
+            ours.seconds, theirs.seconds, ratio
         )?;
     }
     println!("{table}");
@@ -138,13 +136,42 @@ fn mib(kib: Option<u64>) -> String {
     kib.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
 
+/// Runs both programs `runs` times, alternating, so that both meet the same
+/// noise; returns the median of each and the median of the per-pair ratios
+/// (of CPU time where known, else of wall time).
+fn paired(
+    runs: usize,
+    node: &Path,
+    floor: &Path,
+    input: &Path,
+    time: bool,
+) -> anyhow::Result<(Measure, Measure, f64)> {
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let a = measure(node, input, time)?;
+        let b = measure(floor, input, time)?;
+        ratios.push(match (a.cpu, b.cpu) {
+            (Some(x), Some(y)) if y > 0.0 => x / y,
+            _ => a.seconds / b.seconds,
+        });
+        ours.push(a);
+        theirs.push(b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok((middle(ours), middle(theirs), ratios[ratios.len() / 2]))
+}
+
 /// Runs `program` with `input` on stdin, output discarded.
 fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Measure> {
     let stdin = std::fs::File::open(input)?;
     let report = std::env::temp_dir().join(format!("leastconn-bench-{}", std::process::id()));
     let mut command = if with_time {
         let mut c = Command::new("/usr/bin/time");
-        c.arg("-f").arg("%M").arg("-o").arg(&report).arg(program);
+        c.arg("-f")
+            .arg("%M %U %S")
+            .arg("-o")
+            .arg(&report)
+            .arg(program);
         c
     } else {
         Command::new(program)
@@ -162,26 +189,46 @@ fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Meas
         program.display(),
         input.display()
     );
-    let peak_kib = with_time
+    let report = with_time
         .then(|| std::fs::read_to_string(&report).ok())
         .flatten()
-        .and_then(|t| t.trim().parse().ok());
+        .unwrap_or_default();
+    let fields: Vec<&str> = report.split_whitespace().collect();
+    let peak_kib = fields.first().and_then(|f| f.parse().ok());
+    let cpu = match (fields.get(1), fields.get(2)) {
+        (Some(user), Some(system)) => user
+            .parse::<f64>()
+            .ok()
+            .zip(system.parse::<f64>().ok())
+            .map(|(u, s)| u + s),
+        _ => None,
+    };
     eprint!(".");
-    Ok(Measure { seconds, peak_kib })
+    Ok(Measure {
+        seconds,
+        cpu,
+        peak_kib,
+    })
 }
 
-fn median(runs: usize, mut f: impl FnMut() -> anyhow::Result<Measure>) -> anyhow::Result<Measure> {
-    let mut all = (0..runs.max(1))
-        .map(|_| f())
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// The median wall time and the median peak memory of several runs.
+fn middle(mut all: Vec<Measure>) -> Measure {
     all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let mid = all.len() / 2;
     let mut peaks: Vec<u64> = all.iter().filter_map(|m| m.peak_kib).collect();
     peaks.sort_unstable();
-    Ok(Measure {
+    Measure {
         seconds: all[mid].seconds,
+        cpu: all[mid].cpu,
         peak_kib: peaks.get(peaks.len() / 2).copied(),
-    })
+    }
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> anyhow::Result<Measure>) -> anyhow::Result<Measure> {
+    let all = (0..runs.max(1))
+        .map(|_| f())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(middle(all))
 }
 
 // --- workloads ---------------------------------------------------------------

@@ -351,8 +351,8 @@ impl Framer {
     fn move_past(&mut self, index: usize, len: usize) -> Position {
         let at = self.position_of(index);
         let object = &self.buf[index..index + len];
-        if let Some(last) = object.iter().rposition(|&b| b == b'\n') {
-            self.line += object.iter().filter(|&&b| b == b'\n').count() as u64;
+        if let Some(last) = memchr::memrchr(b'\n', object) {
+            self.line += memchr::memchr_iter(b'\n', object).count() as u64;
             self.line_start = self.base + (index + last + 1) as u64;
         }
         self.line_has_content = true;

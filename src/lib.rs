@@ -18,7 +18,8 @@
 //!   message to the node, writes replies and diagnostics, and decides when
 //!   to flush.
 //! - [`framing`]: cuts the byte stream into JSON objects with an incremental
-//!   syntax check, and says where malformed input went wrong.
+//!   syntax check, and says where malformed input went wrong; ordinary
+//!   messages are offered whole to the node's one-pass parse first.
 //! - [`node`]: the node's state (its id and the pool); applies one parsed
 //!   request to the engine and builds its reply.
 //! - [`protocol`]: typed messages: parses envelopes and bodies into requests
@@ -30,6 +31,8 @@
 //!     and the explanation of a pick.
 //!   - [`engine::rng`]: the seeded random number generator behind every
 //!     random choice.
+//!   - `engine::tree`: the index (a segment tree over pool positions) that
+//!     makes least-connections and power-of-two-choices picks O(log N).
 //! - [`fixture`]: recorded cases (input bytes, expected messages) replayed
 //!   against the binary, for `leastconn replay` and the test suite.
 #![forbid(unsafe_code)]

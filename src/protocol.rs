@@ -31,7 +31,7 @@
 //!
 //! Wherever a reply carries `active_connections`, it is an object with
 //! every backend of the pool, eligible or not, in pool order, mapped to its
-//! count. Counts are whole numbers from 0 to 2⁶⁴ − 1 in both directions.
+//! count (or only the changed ones: see `counts` under `init`). Counts are whole numbers from 0 to 2⁶⁴ − 1 in both directions.
 //!
 //! A backend is *eligible* for a new connection when it is healthy, its
 //! weight is above 0, and its count is below its `max_connections` (and
@@ -58,6 +58,11 @@
 //! - `seed` (optional integer; negative seeds mean the same 64 bits
 //!   unsigned): seeds every random choice. Without it a fixed default seed
 //!   is used, so the same input always gives the same output.
+//! - `counts` (optional string): `all` (the default) or `changed`. With
+//!   `changed`, the `active_connections` of every later reply lists only
+//!   the backends whose count that message changed (set by a snapshot to a
+//!   new value, appended, picked, completed, or added), in pool order; a
+//!   pool of 10⁵ backends otherwise makes every reply 2 MB.
 //! - `node_id` (optional string), `node_ids` (optional array of strings): the
 //!   standard Maelstrom fields. `node_id` becomes the `src` of later replies.
 //!
@@ -185,7 +190,8 @@
 //! `rejected` counts requests answered 503. Per backend, in pool order:
 //! `requests` counts picks, `completed` every accepted completion (failed
 //! ones included), `failed` those with `"ok":false`; `max_connections` is
-//! `null` when unset and `mean_duration_ms` when no duration was reported.
+//! `null` when unset (a limit of 2⁶⁴ − 1 is the same as none, and shows as
+//! `null` too), and `mean_duration_ms` when no duration was reported.
 //!
 //! ## `error`
 //!
@@ -217,7 +223,13 @@
 //!
 //! # Parsing
 //!
-//! Parsing happens in two steps. [`parse_envelope`] checks the envelope;
+//! Ordinary `http_request` and `request_complete` messages are read in one
+//! strict pass ([`parse_fast_prefix`]), straight from the input buffer as
+//! the framer meets them. Everything else, and anything unusual or wrong,
+//! takes the precise path, which gives the same result for valid messages
+//! and an exact error otherwise.
+//!
+//! The precise path has two steps. [`parse_envelope`] checks the envelope;
 //! input that fails it cannot be answered. [`parse_body`] then turns the
 //! body into a [`Request`], or into a [`ProtocolError`] that is answered
 //! with an `error` reply. Fields are first taken as raw JSON text, without
@@ -497,11 +509,22 @@ pub fn parse_fast(bytes: &[u8]) -> Option<Message<'_>> {
 /// As [`parse_fast`], for a message at the start of `bytes` (more may
 /// follow) of at most `max_len` bytes; also returns its length.
 pub fn parse_fast_prefix(bytes: &[u8], max_len: usize) -> Option<(Message<'_>, usize)> {
-    let mut messages = serde_json::Deserializer::from_slice(bytes).into_iter::<FastEnvelope>();
-    let envelope = messages.next()?.ok()?;
-    let len = messages.byte_offset();
-    // Strings the pass skipped were not checked: the whole must be UTF-8.
-    if len > max_len || std::str::from_utf8(&bytes[..len]).is_err() {
+    // The usual message is ASCII and ends on its line: check the line once
+    // and read it as text, which spares a UTF-8 check for every string.
+    let line = &bytes[..memchr::memchr(b'\n', bytes).unwrap_or(bytes.len())];
+    let (envelope, len) = if line.is_ascii() {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut messages = serde_json::Deserializer::from_str(text).into_iter::<FastEnvelope>();
+        (messages.next()?.ok()?, messages.byte_offset())
+    } else {
+        let mut messages = serde_json::Deserializer::from_slice(bytes).into_iter::<FastEnvelope>();
+        let envelope = messages.next()?.ok()?;
+        // Strings the pass skipped were not checked: the whole must be UTF-8.
+        let len = messages.byte_offset();
+        std::str::from_utf8(&bytes[..len]).ok()?;
+        (envelope, len)
+    };
+    if len > max_len {
         return None;
     }
     let body = envelope.body;
