@@ -40,15 +40,10 @@ impl Node {
     /// Handles one message and appends its reply line to `out`.
     pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
         // Ordinary requests are read in one pass; anything else, or anything
-        // wrong, in two steps that can say exactly what is wrong.
-        if let Some(message) = protocol::parse_fast(bytes) {
-            self.answer(
-                message.src,
-                message.dest,
-                message.msg_id,
-                Ok(message.request),
-                out,
-            );
+        // wrong, in two steps that can say exactly what is wrong. A frame
+        // holds exactly one object, so a one-pass read spans all of it.
+        if let Some(len) = self.handle_prefix(bytes, bytes.len(), out) {
+            debug_assert_eq!(len, bytes.len(), "a frame is one object");
             return Ok(());
         }
         let envelope = protocol::parse_envelope(bytes)?;

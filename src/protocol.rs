@@ -494,20 +494,13 @@ pub struct Message<'a> {
     pub request: Request<'a>,
 }
 
-/// Reads an ordinary, valid `http_request` or `request_complete` in a single
-/// strict pass. Anything else (another type, a wrong type, a `null`, an
-/// unknown algorithm, a repeated field, invalid UTF-8) gives `None`, and the
-/// message goes through [`parse_envelope`] and [`parse_body`], which give
-/// the same result for valid messages and a precise error for the rest.
-pub fn parse_fast(bytes: &[u8]) -> Option<Message<'_>> {
-    match parse_fast_prefix(bytes, bytes.len())? {
-        (message, len) if len == bytes.len() => Some(message),
-        _ => None,
-    }
-}
-
-/// As [`parse_fast`], for a message at the start of `bytes` (more may
-/// follow) of at most `max_len` bytes; also returns its length.
+/// Reads an ordinary, valid `http_request` or `request_complete` at the
+/// start of `bytes` (more may follow), of at most `max_len` bytes, in a
+/// single strict pass, and returns it with its length. Anything else
+/// (another type, a wrong type, a `null`, an unknown algorithm, a repeated
+/// field, invalid UTF-8) gives `None`, and the message goes through
+/// [`parse_envelope`] and [`parse_body`], which give the same result for
+/// valid messages and a precise error for the rest.
 pub fn parse_fast_prefix(bytes: &[u8], max_len: usize) -> Option<(Message<'_>, usize)> {
     // The usual message is ASCII and ends on its line: check the line once
     // and read it as text, which spares a UTF-8 check for every string.
