@@ -1300,8 +1300,15 @@ impl Outgoing<'_> {
         out.extend_from_slice(b",\"body\":{\"type\":");
         write_str(out, self.reply.kind());
         if let Some(id) = &self.in_reply_to {
-            key(out, "in_reply_to");
-            write_json(out, id);
+            out.extend_from_slice(b",\"in_reply_to\":");
+            match *id {
+                MsgId::Unsigned(n) => {
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
+                }
+                MsgId::Negative(n) => {
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
+                }
+            }
         }
         match &self.reply {
             Reply::InitOk => {}
@@ -1310,11 +1317,9 @@ impl Outgoing<'_> {
                 counts,
                 explanation,
             } => {
-                key(out, "status");
-                out.extend_from_slice(b"200");
-                key(out, "backend");
+                out.extend_from_slice(b",\"status\":200,\"backend\":");
                 write_str(out, backend);
-                key(out, "active_connections");
+                out.extend_from_slice(b",\"active_connections\":");
                 counts.write(out);
                 if let Some(e) = explanation {
                     key(out, "explain");
@@ -1340,9 +1345,9 @@ impl Outgoing<'_> {
             Reply::BackendOk {
                 backend, counts, ..
             } => {
-                key(out, "backend");
+                out.extend_from_slice(b",\"backend\":");
                 write_str(out, backend);
-                key(out, "active_connections");
+                out.extend_from_slice(b",\"active_connections\":");
                 counts.write(out);
             }
             Reply::Removed { backend, counts } => {
@@ -1428,7 +1433,7 @@ impl Counts<'_> {
             }
             write_str(out, name);
             out.push(b':');
-            write_json(out, &backend.active());
+            out.extend_from_slice(itoa::Buffer::new().format(backend.active()).as_bytes());
         };
         match self.only {
             None => self.pool.iter().for_each(|(n, b)| entry(out, n, b)),
