@@ -263,8 +263,6 @@ pub struct Pool {
     next_after_pick: usize,
     /// Requests that found no eligible backend.
     rejected: u64,
-    /// Reused by picks that need a list of positions.
-    scratch: Vec<usize>,
     /// Kept in step with `backends` by every change to them.
     tree: tree::LoadTree,
     /// Smooth round-robin's running weight per position, kept across pool
@@ -292,7 +290,6 @@ impl Pool {
             rng: rng::Rng::new(policy.seed),
             next_after_pick: 0,
             rejected: 0,
-            scratch: Vec::new(),
             tree: tree::LoadTree::default(),
             running_weights: Vec::new(),
         }
@@ -384,9 +381,9 @@ impl Pool {
     /// default if `None`) and counts the connection at once.
     pub fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
         let algorithm = algorithm.unwrap_or(self.policy.algorithm);
-        let explanation = explain.then(|| self.describe(algorithm));
-        let choice = self.choose(algorithm, explain);
-        let chosen = match choice {
+        // Described before the pick, as the algorithm saw the pool.
+        let mut explanation = explain.then(|| self.describe(algorithm));
+        let chosen = match self.choose(algorithm, explain) {
             Ok(choice) => {
                 let index = choice.index;
                 if let Some((_, backend)) = self.backends.get_index_mut(index) {
@@ -396,22 +393,19 @@ impl Pool {
                 }
                 self.tree.update(&self.backends, index);
                 self.next_after_pick = index + 1;
-                Ok((index, choice))
+                if let Some(e) = &mut explanation {
+                    e.tie = choice.tie;
+                    e.sampled = choice.sampled;
+                }
+                Ok(index)
             }
             Err(none) => {
                 self.rejected += 1;
                 Err(none)
             }
         };
-        let explanation = explanation.map(|mut e| {
-            if let Ok((_, choice)) = &chosen {
-                e.tie = choice.tie.clone();
-                e.sampled = choice.sampled;
-            }
-            e
-        });
         Pick {
-            chosen: chosen.map(|(index, _)| index),
+            chosen,
             explanation,
         }
     }

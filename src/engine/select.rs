@@ -149,7 +149,7 @@ pub struct Explanation {
 }
 
 /// What `choose` decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Choice {
     pub index: usize,
     pub tie: Option<Tie>,
@@ -228,8 +228,8 @@ impl Pool {
         self.running_weights.resize(self.backends.len(), 0);
         let mut total: i128 = 0;
         let mut best: Option<(usize, i128)> = None;
-        let mut tied = std::mem::take(&mut self.scratch);
-        tied.clear();
+        // Only an explanation needs the tied positions.
+        let mut tied = Vec::new();
         let eligible = self
             .backends
             .values()
@@ -242,23 +242,24 @@ impl Pool {
             total += weight;
             let current = *running;
             match best {
-                Some((_, top)) if current < top => {}
-                Some((_, top)) if current == top => tied.push(index),
+                Some((_, top)) if current < top => continue,
+                Some((_, top)) if current == top => {}
                 _ => {
                     best = Some((index, current));
                     tied.clear();
-                    tied.push(index);
                 }
+            }
+            if explain {
+                tied.push(index);
             }
         }
         let (index, _) = best?;
         self.running_weights[index] -= total;
-        let tie = (explain && tied.len() > 1).then(|| Tie {
-            tied: tied.clone(),
+        let tie = (tied.len() > 1).then_some(Tie {
+            tied,
             rule: TieBreak::LowestIndex,
             after: None,
         });
-        self.scratch = tied;
         Some(Choice {
             index,
             tie,

@@ -149,13 +149,16 @@ impl LoadTree {
         if self.least().is_none() || start >= self.leaves {
             return None;
         }
-        // Walk down towards `start`, remembering right siblings to try.
-        let mut candidates = Vec::new();
+        // Walk down towards `start`, remembering the right siblings passed
+        // (at most one per level, and a pool has fewer than 2^32 positions).
+        let mut siblings = [0usize; 32];
+        let mut passed = 0;
         let (mut p, mut lo, mut span) = (1, 0, self.leaves);
         while span > 1 {
             span /= 2;
             if start < lo + span {
-                candidates.push((2 * p + 1, lo + span, span));
+                siblings[passed] = 2 * p + 1;
+                passed += 1;
                 p *= 2;
             } else {
                 p = 2 * p + 1;
@@ -167,11 +170,11 @@ impl LoadTree {
         }
         // The nearest right sibling holding a least-loaded position: its
         // first such position is the answer.
-        let (p, _, _) = candidates
+        let p = siblings[..passed]
             .iter()
             .rev()
             .copied()
-            .find(|&(p, _, _)| self.holds_least(backends, p))?;
+            .find(|&p| self.holds_least(backends, p))?;
         Some(self.nodes[p].best as usize)
     }
 
