@@ -24,8 +24,8 @@ THE NODE
     on standard error with its line and column. It exits 0 when the input
     ends, and quietly when standard output is closed.
 
-    Message types: init, http_request, request_complete. See README.md for
-    the protocol.
+    Message types: init, http_request, request_complete, add_backend,
+    remove_backend, set_backend, stats. See README.md for the protocol.
 
     --max-message-size SIZE   skip (and report) any message larger than SIZE
                               bytes; suffixes K, M, G (powers of 1024)

@@ -14,6 +14,12 @@
 //! was cut short and a new one begins there, so scanning resumes at that `{`.
 //! A value larger than the size limit is reported, scanned to its end without
 //! being kept, and skipped.
+//!
+//! Two fast paths come first at each top-level `{`, and either may decline:
+//! the caller's own one-pass reader ([`Framer::next_frame_or`]), and a quick
+//! serde skim that delimits a complete, valid object. Whatever they decline
+//! (invalid, incomplete or oversized input) is scanned byte by byte from the
+//! same place, so they change speed, never results.
 
 use std::fmt;
 use std::io::{self, Read};

@@ -295,11 +295,12 @@ pub enum MsgId {
     Negative(i64),
 }
 
-impl Serialize for MsgId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
-            MsgId::Unsigned(n) => s.serialize_u64(n),
-            MsgId::Negative(n) => s.serialize_i64(n),
+impl From<i64> for MsgId {
+    /// Non-negative ids are always `Unsigned`, however they were read.
+    fn from(n: i64) -> Self {
+        match u64::try_from(n) {
+            Ok(n) => MsgId::Unsigned(n),
+            Err(_) => MsgId::Negative(n),
         }
     }
 }
@@ -625,11 +626,7 @@ impl<'de> Deserialize<'de> for MsgId {
                 Ok(MsgId::Unsigned(v))
             }
             fn visit_i64<E>(self, v: i64) -> Result<MsgId, E> {
-                Ok(if v < 0 {
-                    MsgId::Negative(v)
-                } else {
-                    MsgId::Unsigned(v as u64)
-                })
+                Ok(MsgId::from(v))
             }
         }
         d.deserialize_any(V)
@@ -932,7 +929,7 @@ fn unique_msg_id(body: &RawValue) -> Option<MsgId> {
 fn parse_msg_id(raw: &RawValue) -> Result<MsgId, ProtocolError> {
     let text = raw.get();
     let parsed = if text.starts_with('-') {
-        text.parse::<i64>().ok().map(MsgId::Negative)
+        text.parse::<i64>().ok().map(MsgId::from)
     } else {
         text.parse::<u64>().ok().map(MsgId::Unsigned)
     };
@@ -1850,6 +1847,25 @@ mod tests {
             body(r#"{"type":"init","msg_id":4,"msg_id":5}"#).msg_id,
             None
         );
+    }
+
+    #[test]
+    fn both_parsers_read_msg_ids_alike() {
+        // serde reads `-0` as a float, so the one-pass parser declines it.
+        for (id, expected, one_pass) in [
+            ("-0", MsgId::Unsigned(0), false),
+            ("-7", MsgId::Negative(-7), true),
+            ("7", MsgId::Unsigned(7), true),
+        ] {
+            let body_json = format!(r#"{{"type":"request_complete","msg_id":{id},"backend":"a"}}"#);
+            assert_eq!(body(&body_json).msg_id, Some(expected), "precise, {id}");
+            let message = format!(r#"{{"src":"c","dest":"lb","body":{body_json}}}"#);
+            let fast = parse_fast_prefix(message.as_bytes(), message.len());
+            assert_eq!(fast.is_some(), one_pass, "{id}");
+            if let Some((fast, _)) = fast {
+                assert_eq!(fast.msg_id, Some(expected), "one-pass, {id}");
+            }
+        }
     }
 
     #[test]
