@@ -1,8 +1,10 @@
 //! The node: its state, and what each request does to it.
 //!
-//! [`Node::handle`] takes the bytes of one framed object, parses it with
-//! [`crate::protocol`], applies it to the [`Pool`], and writes exactly one
-//! reply line, or says why the input cannot be answered at all. Every
+//! [`Node::handle_prefix`] answers an ordinary message read in one pass
+//! straight from the input; [`Node::handle`] takes the bytes of any other
+//! framed object and parses it precisely. Either applies the request to the
+//! [`Pool`] and writes exactly one reply line (`handle` may instead say why
+//! the input cannot be answered at all). Every
 //! request is validated completely before anything changes, so a refused
 //! request leaves the state as it was.
 
@@ -37,15 +39,11 @@ impl Node {
         &self.pool
     }
 
-    /// Handles one message and appends its reply line to `out`.
+    /// Handles one framed message, reading it precisely, and appends its
+    /// reply line to `out`. The event loop first offers every message to
+    /// [`handle_prefix`](Node::handle_prefix); what reaches this is what
+    /// that declined, so it is not tried again.
     pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
-        // Ordinary requests are read in one pass; anything else, or anything
-        // wrong, in two steps that can say exactly what is wrong. A frame
-        // holds exactly one object, so a one-pass read spans all of it.
-        if let Some(len) = self.handle_prefix(bytes, bytes.len(), out) {
-            debug_assert_eq!(len, bytes.len(), "a frame is one object");
-            return Ok(());
-        }
         let envelope = protocol::parse_envelope(bytes)?;
         let body = protocol::parse_body(envelope.body);
         self.answer(envelope.src, envelope.dest, body.msg_id, body.request, out);
@@ -54,7 +52,8 @@ impl Node {
 
     /// Handles an ordinary message at the start of `bytes` (of at most
     /// `max_len` bytes) read in one pass, and returns its length; `None`,
-    /// having done nothing, for anything else.
+    /// having done nothing, for anything else, which then comes back framed
+    /// to [`handle`](Node::handle).
     pub fn handle_prefix(
         &mut self,
         bytes: &[u8],
