@@ -118,7 +118,9 @@ impl Node {
     }
 
     fn init(&mut self, init: Init<'_>) -> Result<Outcome, ProtocolError> {
-        // Built aside and swapped in whole, so that a refusal changes nothing.
+        // Built aside and swapped in whole, so that a refusal changes nothing;
+        // sized exactly from a counting pass, so that a list of millions
+        // never makes the pool's tables grow (and briefly double).
         let mut builder = PoolBuilder::new(init.policy, init.backend_count());
         init.for_each_backend(|backend| builder.push(backend.spec()).map_err(refusal))?;
         self.pool = builder.build();
