@@ -203,7 +203,7 @@ fn refusal(e: EngineError) -> ProtocolError {
     let code = match e {
         EngineError::EmptyName | EngineError::DuplicateBackend(_) => ErrorCode::MalformedRequest,
         EngineError::AlreadyInPool(_) => ErrorCode::KeyAlreadyExists,
-        EngineError::UnknownBackend(_) => ErrorCode::KeyDoesNotExist,
+        EngineError::UnknownBackend(_) | EngineError::NoPosition(_) => ErrorCode::KeyDoesNotExist,
         EngineError::NoActiveConnection(_) => ErrorCode::PreconditionFailed,
     };
     ProtocolError::new(code, e.to_string())

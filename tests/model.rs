@@ -323,7 +323,7 @@ fn engine_refusal(e: &EngineError) -> &'static str {
         EngineError::EmptyName => "empty",
         EngineError::DuplicateBackend(_) => "duplicate",
         EngineError::AlreadyInPool(_) => "exists",
-        EngineError::UnknownBackend(_) => "unknown",
+        EngineError::UnknownBackend(_) | EngineError::NoPosition(_) => "unknown",
         EngineError::NoActiveConnection(_) => "idle",
     }
 }

@@ -196,6 +196,8 @@ pub enum EngineError {
     UnknownBackend(String),
     /// The backend has no active connection to complete.
     NoActiveConnection(String),
+    /// No backend is at this pool position.
+    NoPosition(usize),
 }
 
 impl fmt::Display for EngineError {
@@ -215,6 +217,9 @@ impl fmt::Display for EngineError {
                 f,
                 "backend {name:?} has no active connections, so there is nothing to complete"
             ),
+            EngineError::NoPosition(index) => {
+                write!(f, "no backend is at pool position {index}")
+            }
         }
     }
 }
@@ -419,12 +424,28 @@ impl Pool {
         ok: bool,
         duration_ms: Option<f64>,
     ) -> Result<usize, EngineError> {
-        let (index, _, backend) = self
+        let index = self
             .backends
-            .get_full_mut(name)
+            .get_index_of(name)
             .ok_or_else(|| EngineError::UnknownBackend(name.to_owned()))?;
+        self.complete_at(index, ok, duration_ms)?;
+        Ok(index)
+    }
+
+    /// [`Pool::complete`] for the backend at a pool position, for
+    /// front-ends that remember positions rather than names.
+    pub fn complete_at(
+        &mut self,
+        index: usize,
+        ok: bool,
+        duration_ms: Option<f64>,
+    ) -> Result<(), EngineError> {
+        let (name, backend) = self
+            .backends
+            .get_index_mut(index)
+            .ok_or(EngineError::NoPosition(index))?;
         if backend.active == 0 {
-            return Err(EngineError::NoActiveConnection(name.to_owned()));
+            return Err(EngineError::NoActiveConnection(name.to_string()));
         }
         backend.active -= 1;
         let stats = &mut backend.stats;
@@ -437,7 +458,22 @@ impl Pool {
             stats.duration_count += 1;
         }
         self.tree.update(&self.backends, index);
-        Ok(index)
+        Ok(())
+    }
+
+    /// Sets the count of the backend at a pool position, as a snapshot
+    /// does, for front-ends that learn counts from elsewhere (a balancer
+    /// catching up with its peers).
+    pub fn set_active(&mut self, index: usize, count: u64) -> Result<(), EngineError> {
+        let (_, backend) = self
+            .backends
+            .get_index_mut(index)
+            .ok_or(EngineError::NoPosition(index))?;
+        if backend.active != count {
+            backend.active = count;
+            self.tree.update(&self.backends, index);
+        }
+        Ok(())
     }
 
     /// Appends a backend with no connections. Returns its position.

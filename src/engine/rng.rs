@@ -55,6 +55,12 @@ impl Rng {
         }
     }
 
+    /// A uniformly random number in (0, 1]: 53 random bits, never 0, so
+    /// that its logarithm is always finite.
+    pub fn next_f64(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
     /// A uniformly random number in `0..n` for a bound that may exceed
     /// 64 bits. `n` must not be 0.
     pub fn below_u128(&mut self, n: u128) -> u128 {
@@ -92,6 +98,10 @@ mod tests {
             [0x99EC5F36CB75F2B4, 0xBF6E1F784956452A, 0x1A5F849D4933E6E0]
         );
         assert_eq!(Rng::new(42), Rng::new(42));
+        assert_eq!(
+            Rng::new(0).next_f64(),
+            (0x99EC5F36CB75F2B4u64 >> 11) as f64 / 2f64.powi(53) + 2f64.powi(-53)
+        );
         assert_ne!(Rng::new(42), Rng::new(43));
     }
 
@@ -109,6 +119,8 @@ mod tests {
             let big = (1u128 << 100) + 3;
             assert!(rng.below_u128(big) < big);
             assert!(rng.below_u128(3) < 3);
+            let u = rng.next_f64();
+            assert!(u > 0.0 && u <= 1.0, "{u}");
         }
     }
 }

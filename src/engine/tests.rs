@@ -155,6 +155,38 @@ fn completion_decrements_and_refuses_unknown_or_idle() {
     assert_eq!(p, before);
 }
 
+#[test]
+fn positional_completion_and_counts_match_the_named_ones() {
+    let mut p = pool(&["a", "b", "c"]);
+    p.set_active(1, 3).unwrap();
+    // b now holds 3: least-connections goes to a, then c.
+    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    assert_eq!(p.pick(None, false).chosen, Ok(2));
+    assert_eq!(p.complete_at(1, false, Some(5.0)), Ok(()));
+    assert_eq!(counts(&p), [1, 2, 1]);
+    let b = p.get("b").unwrap().stats();
+    assert_eq!(
+        (b.completed, b.failed, b.mean_duration_ms()),
+        (1, 1, Some(5.0))
+    );
+    let before = p.clone();
+    assert_eq!(
+        p.complete_at(3, true, None),
+        Err(EngineError::NoPosition(3))
+    );
+    assert_eq!(p.set_active(3, 1), Err(EngineError::NoPosition(3)));
+    p.set_active(0, 0).unwrap();
+    assert_eq!(
+        p.complete_at(0, true, None),
+        Err(EngineError::NoActiveConnection("a".into()))
+    );
+    p.set_active(0, 1).unwrap();
+    assert_eq!(p, before);
+    // The index follows set counts: b at 0 is now the least loaded.
+    p.set_active(1, 0).unwrap();
+    assert_eq!(p.pick(None, false).chosen, Ok(1));
+}
+
 // --- weights ---------------------------------------------------------------
 
 #[test]
