@@ -3,6 +3,7 @@
 use crate::event_loop::{self, Options};
 use crate::fixture;
 use crate::framing::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::sim::{self, Settings};
 use anyhow::{bail, Context};
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -16,6 +17,8 @@ leastconn: a least-connections load balancer, spoken to as a Maelstrom-style nod
 USAGE:
     leastconn [OPTIONS]                    run the node on stdin/stdout
     leastconn replay [OPTIONS] [PATH...]   replay fixture cases against the node
+    leastconn simulate [OPTIONS]           simulate balancing in virtual time
+                                           (see `leastconn simulate --help`)
 
 THE NODE
     Reads JSON messages {\"src\",\"dest\",\"body\"} on standard input (one per
@@ -49,12 +52,86 @@ OTHER
     -V, --version             print the version
 ";
 
+pub const SIMULATE_HELP: &str = "\
+leastconn simulate: a discrete-event simulation of clients, balancers and
+backends, with the node's own engine choosing every backend
+
+USAGE:
+    leastconn simulate [OPTIONS]
+
+Prints, for each algorithm, the mean time in system with its 95% confidence
+interval over replications, percentiles, each backend's share of requests,
+the spread of active connections (highest - lowest count over backends, seen
+by each arrival) and rejected requests. Times are in units of a speed-1
+backend's mean service time. Every setting may also come from a TOML
+scenario file (keys as the flags, without the dashes); flags override it.
+See docs/simulator.md for the model.
+
+BACKENDS
+    --backends N              N backends of speed 1 [default: 10]
+    --speeds S,S,...          one speed per backend instead, e.g. 10,10,1,1
+    --weights W,W,...         the balancer's weight for each backend
+                              [default: all 1]
+    --max-connections N       the same connection limit on every backend
+    --discipline D            fifo: one request at a time, the rest queue;
+                              ps: processor sharing, all served at once;
+                              delay: each takes its own time whatever the
+                              load [default: fifo]
+    --service DIST            request sizes, mean 1: exp, const,
+                              uniform[:H] (on 1-H..1+H, default H=1),
+                              lognormal[:SIGMA] (default 1.15),
+                              pareto[:ALPHA] (default 2.5),
+                              bimodal[:FRACTION[:RATIO]] (a FRACTION of
+                              requests RATIO times larger, default 0.1:10)
+                              [default: exp]
+
+ARRIVALS
+    --load RHO                arrival rate as a fraction of the backends'
+                              total speed [default: 0.9]
+    --rate LAMBDA             or the arrival rate itself
+    --arrivals A              poisson, or regular (equal gaps from time 0)
+                              [default: poisson]
+    --burst SIZE              requests arriving together [default: 1]
+
+BALANCING
+    --algorithms A,A,...      least-connections, round-robin, random,
+                              power-of-two-choices [default: all four]
+    --tie-break T             lowest-index, round-robin, random
+                              [default: lowest-index]
+    --balancers K             independent balancers; each arrival goes to
+                              one at random [default: 1]
+    --sync T                  each balancer sees its peers' counts as of its
+                              last sync, every T; 0 means always exact
+                              [default: 0]
+
+RUNNING
+    --requests M              requests per replication [default: 100000]
+    --warmup FRACTION         first requests left out of the figures
+                              [default: 0.1]
+    --replications R          independent runs [default: 5]
+    --seed S                  seeds every random stream [default: fixed]
+    --scenario FILE           read settings from a TOML file
+
+OUTPUT
+    --json                    one JSON document on standard output instead
+                              of the table
+    --svg DIR                 write DIR/latency-cdf.svg and, from the first
+                              replication, DIR/active-ALGORITHM.svg
+    --transcript FILE         write the messages a real node would receive
+                              (one algorithm, one balancer, the first
+                              replication); `leastconn < FILE` makes the
+                              same picks
+    -h, --help                print this help
+";
+
 /// What the command line asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Command {
     Node(NodeArgs),
     Replay(ReplayArgs),
+    Simulate(Box<SimulateArgs>),
     Help,
+    SimulateHelp,
     Version,
 }
 
@@ -71,13 +148,68 @@ pub struct ReplayArgs {
     pub paths: Vec<PathBuf>,
 }
 
+#[derive(Debug, Default, PartialEq)]
+pub struct SimulateArgs {
+    /// The model's settings given as flags; they override the file's.
+    pub settings: Settings,
+    pub scenario: Option<PathBuf>,
+    pub json: bool,
+    pub svg: Option<PathBuf>,
+    pub transcript: Option<PathBuf>,
+}
+
+/// The arguments one at a time, as `(flag, inline value)` pairs: `--a=b`
+/// gives `("--a", Some("b"))`, anything else comes whole.
+struct Args<I: Iterator<Item = OsString>> {
+    rest: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = OsString>> Args<I> {
+    fn next(&mut self) -> Option<anyhow::Result<(String, Option<String>)>> {
+        let arg = self.rest.next()?;
+        Some(
+            arg.to_str()
+                .with_context(|| format!("argument {arg:?} is not valid UTF-8"))
+                .map(|text| match text.split_once('=') {
+                    Some((flag, value)) if flag.starts_with("--") => {
+                        (flag.to_owned(), Some(value.to_owned()))
+                    }
+                    _ => (text.to_owned(), None),
+                }),
+        )
+    }
+
+    /// The flag's value: inline, or the next argument.
+    fn value(&mut self, flag: &str, inline: Option<String>) -> anyhow::Result<String> {
+        match inline {
+            Some(v) => Ok(v),
+            None => self
+                .rest
+                .next()
+                .and_then(|v| v.into_string().ok())
+                .with_context(|| format!("{flag} needs a value")),
+        }
+    }
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Command> {
-    let mut args = args.into_iter().peekable();
-    let replay = args.peek().is_some_and(|a| a == "replay");
-    if replay {
-        args.next();
+    let mut args = Args {
+        rest: args.into_iter().peekable(),
+    };
+    let subcommand = args
+        .rest
+        .peek()
+        .and_then(|a| a.to_str())
+        .filter(|a| ["replay", "simulate"].contains(a))
+        .map(str::to_owned);
+    if subcommand.is_some() {
+        args.rest.next();
     }
+    if subcommand.as_deref() == Some("simulate") {
+        return parse_simulate(args);
+    }
+    let replay = subcommand.is_some();
     let mut node = NodeArgs {
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         strict: false,
@@ -88,33 +220,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Comman
         paths: Vec::new(),
     };
     while let Some(arg) = args.next() {
-        let text = arg
-            .to_str()
-            .with_context(|| format!("argument {arg:?} is not valid UTF-8"))?
-            .to_owned();
-        let (flag, inline) = match text.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
-            _ => (text.clone(), None),
-        };
-        let mut value = || -> anyhow::Result<String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => args
-                    .next()
-                    .and_then(|v| v.into_string().ok())
-                    .with_context(|| format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = arg?;
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--max-message-size" if !replay => node.max_message_size = parse_size(&value()?)?,
+            "--max-message-size" if !replay => {
+                node.max_message_size = parse_size(&args.value(&flag, inline)?)?
+            }
             "--strict" if !replay && inline.is_none() => node.strict = true,
-            "--bin" if replay => rep.bin = Some(PathBuf::from(value()?)),
+            "--bin" if replay => rep.bin = Some(PathBuf::from(args.value(&flag, inline)?)),
             "--timeout" if replay => {
-                let v = value()?;
+                let v = args.value(&flag, inline)?;
                 let secs: f64 = v
                     .parse()
                     .ok()
@@ -124,8 +240,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Comman
                     })?;
                 rep.timeout = Duration::from_secs_f64(secs);
             }
-            _ if replay && !text.starts_with('-') => rep.paths.push(PathBuf::from(text)),
-            _ => bail!("unknown argument {text:?}; see `leastconn --help`"),
+            _ if replay && !flag.starts_with('-') && inline.is_none() => {
+                rep.paths.push(PathBuf::from(flag))
+            }
+            _ => bail!(
+                "unknown argument {:?}; see `leastconn --help`",
+                whole(&flag, &inline)
+            ),
         }
     }
     Ok(if replay {
@@ -133,6 +254,77 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Comman
     } else {
         Command::Node(node)
     })
+}
+
+fn whole(flag: &str, inline: &Option<String>) -> String {
+    match inline {
+        Some(v) => format!("{flag}={v}"),
+        None => flag.to_owned(),
+    }
+}
+
+fn parse_simulate<I: Iterator<Item = OsString>>(mut args: Args<I>) -> anyhow::Result<Command> {
+    let mut sim = SimulateArgs::default();
+    let flags = &mut sim.settings;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = arg?;
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::SimulateHelp),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--json" if inline.is_none() => sim.json = true,
+            "--scenario" => sim.scenario = Some(PathBuf::from(args.value(&flag, inline)?)),
+            "--svg" => sim.svg = Some(PathBuf::from(args.value(&flag, inline)?)),
+            "--transcript" => sim.transcript = Some(PathBuf::from(args.value(&flag, inline)?)),
+            "--backends" => flags.backends = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--speeds" => flags.speeds = Some(list(&flag, &args.value(&flag, inline)?)?),
+            "--weights" => flags.weights = Some(list(&flag, &args.value(&flag, inline)?)?),
+            "--max-connections" => {
+                flags.max_connections = Some(number(&flag, &args.value(&flag, inline)?)?)
+            }
+            "--discipline" => flags.discipline = Some(args.value(&flag, inline)?),
+            "--service" => flags.service = Some(args.value(&flag, inline)?),
+            "--arrivals" => flags.arrivals = Some(args.value(&flag, inline)?),
+            "--load" => flags.load = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--rate" => flags.rate = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--burst" => flags.burst = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--algorithms" => flags.algorithms = Some(list(&flag, &args.value(&flag, inline)?)?),
+            "--tie-break" => flags.tie_break = Some(args.value(&flag, inline)?),
+            "--balancers" => flags.balancers = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--sync" => flags.sync = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--requests" => flags.requests = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--warmup" => flags.warmup = Some(number(&flag, &args.value(&flag, inline)?)?),
+            "--replications" => {
+                flags.replications = Some(number(&flag, &args.value(&flag, inline)?)?)
+            }
+            "--seed" => flags.seed = Some(number(&flag, &args.value(&flag, inline)?)?),
+            _ => bail!(
+                "unknown argument {:?}; see `leastconn simulate --help`",
+                whole(&flag, &inline)
+            ),
+        }
+    }
+    Ok(Command::Simulate(Box::new(sim)))
+}
+
+/// A flag's value as a number (`1e6` is fine where a whole number is
+/// wanted, if it is one).
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
+    let text = text.trim();
+    if let Ok(v) = text.parse() {
+        return Ok(v);
+    }
+    // Whole numbers written like 1e7.
+    let whole = text
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v < 1e19)
+        .and_then(|v| format!("{v:.0}").parse().ok());
+    whole.with_context(|| format!("{flag}: {text:?} is not a valid number here"))
+}
+
+/// A comma-separated list.
+fn list<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<Vec<T>> {
+    text.split(',').map(|item| number(flag, item)).collect()
 }
 
 /// Parses a size such as `65536`, `64K` or `64MiB`.
@@ -169,6 +361,11 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<ExitCode
         }
         Ok(Command::Node(args)) => run_node(args),
         Ok(Command::Replay(args)) => run_replay(args),
+        Ok(Command::SimulateHelp) => {
+            io::stdout().write_all(SIMULATE_HELP.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Command::Simulate(args)) => run_simulate(args),
         Err(e) => {
             eprintln!("leastconn: {e:#}");
             Ok(ExitCode::from(2))
@@ -229,6 +426,128 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn run_simulate(args: Box<SimulateArgs>) -> anyhow::Result<ExitCode> {
+    let file = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the scenario {}", path.display()))?;
+            Settings::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("scenario {}: {e}", path.display()))?
+        }
+        None => Settings::default(),
+    };
+    let scenario = file
+        .overridden_by(args.settings.clone())
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
+    let mut transcript = match &args.transcript {
+        Some(path) => {
+            if scenario.balancers != 1 || scenario.algorithms.len() != 1 {
+                bail!(
+                    "simulate: --transcript records one node: give one algorithm and one balancer"
+                );
+            }
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create the transcript {}", path.display()))?;
+            let out: Box<dyn Write> = Box::new(io::BufWriter::new(file));
+            Some(sim::transcript::Transcript::new(out))
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.svg {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the chart directory {}", dir.display()))?;
+    }
+    let total =
+        scenario.requests * u64::from(scenario.replications) * scenario.algorithms.len() as u64;
+    let mut progress = Progress::new(total);
+    let report = sim::simulate(
+        &scenario,
+        sim::Options {
+            series: args.svg.is_some(),
+            transcript: transcript.as_mut(),
+            progress: &mut |n| progress.advance(n),
+        },
+    )
+    .context("simulate: the engine refused an operation (a bug)")?;
+    progress.clear();
+    if let (Some(t), Some(path)) = (transcript, &args.transcript) {
+        t.finish()
+            .with_context(|| format!("cannot write the transcript {}", path.display()))?;
+    }
+    if let Some(dir) = &args.svg {
+        let mut charts = vec![("latency-cdf.svg".to_owned(), sim::svg::latency_cdf(&report))];
+        for result in &report.results {
+            if let Some(chart) = sim::svg::active_connections(result) {
+                charts.push((format!("active-{}.svg", result.algorithm.name()), chart));
+            }
+        }
+        for (name, chart) in charts {
+            let path = dir.join(name);
+            std::fs::write(&path, chart.render())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    let text = if args.json {
+        format!("{}\n", sim::report::to_json(&report))
+    } else {
+        sim::report::to_table(&report)
+    };
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => other
+            .map(|()| ExitCode::SUCCESS)
+            .context("cannot write the results"),
+    }
+}
+
+/// A progress bar on standard error, drawn only when it is a terminal and
+/// the run is long enough to need one.
+struct Progress {
+    total: u64,
+    done: u64,
+    shown: Option<u64>,
+    enabled: bool,
+}
+
+impl Progress {
+    const WIDTH: u64 = 40;
+
+    fn new(total: u64) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            total,
+            done: 0,
+            shown: None,
+            enabled: total >= 1_000_000 && io::stderr().is_terminal(),
+        }
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.done += n;
+        if !self.enabled {
+            return;
+        }
+        let percent = self.done * 100 / self.total.max(1);
+        if self.shown != Some(percent) {
+            self.shown = Some(percent);
+            let filled = (percent * Self::WIDTH / 100) as usize;
+            let bar = format!(
+                "{}{}",
+                "#".repeat(filled),
+                " ".repeat(Self::WIDTH as usize - filled)
+            );
+            eprint!("\rsimulating [{bar}] {percent:>3}%");
+        }
+    }
+
+    fn clear(&self) {
+        if self.enabled && self.shown.is_some() {
+            eprint!("\r{}\r", " ".repeat(Self::WIDTH as usize + 20));
+        }
+    }
 }
 
 #[cfg(test)]

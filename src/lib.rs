@@ -44,3 +44,4 @@ pub mod fixture;
 pub mod framing;
 pub mod node;
 pub mod protocol;
+pub mod sim;
