@@ -9,8 +9,8 @@
 //!
 //! # Layout
 //!
-//! One engine, front-ends around it. Data flows down this list and replies
-//! flow back up:
+//! One engine, front-ends around it: the node (the first five modules; data
+//! flows down the list and replies flow back up) and the simulator.
 //!
 //! - [`cli`]: the command line: arguments, `--help`, and which command runs.
 //!   `main.rs` only turns its result into an exit status.
@@ -33,6 +33,15 @@
 //!     random choice.
 //!   - `engine::tree`: the index (a segment tree over pool positions) that
 //!     makes least-connections and power-of-two-choices picks O(log N).
+//! - [`sim`]: `leastconn simulate`, a discrete-event simulation that drives
+//!   the same engine with simulated clients and backends, and reports
+//!   latency, shares and spread per algorithm (table, JSON, SVG charts,
+//!   transcripts the node can replay).
+//!   - [`sim::scenario`] the parameters (TOML and flags), [`sim::dist`]
+//!     request sizes and arrivals, `sim::run` the event loop,
+//!     [`sim::stats`] histogram, spread and confidence intervals,
+//!     [`sim::report`] table and JSON, [`sim::svg`] charts,
+//!     [`sim::transcript`] the node's input.
 //! - [`fixture`]: recorded cases (input bytes, expected messages) replayed
 //!   against the binary, for `leastconn replay` and the test suite.
 #![forbid(unsafe_code)]

@@ -46,7 +46,7 @@ pub mod svg;
 pub mod transcript;
 
 pub use dist::{Arrivals, Service};
-pub use run::{Series, SERIES_LINES};
+pub use run::{Series, SERIES_CHANGES, SERIES_LINES};
 pub use scenario::{Discipline, Scenario, Settings};
 
 use crate::engine::{Algorithm, EngineError};

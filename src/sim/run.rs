@@ -31,8 +31,10 @@ pub struct Replication {
     pub series: Option<Series>,
 }
 
-/// Active connections over time, sampled at arrivals: one line per backend
-/// for small pools, else the lowest, mean and highest count.
+/// Active connections over a window of time just after the warm-up, at
+/// every change: one line per backend for small pools, else the lowest,
+/// mean and highest count. The window holds about
+/// [`SERIES_CHANGES`] changes of count.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
     pub times: Vec<f64>,
@@ -41,8 +43,9 @@ pub struct Series {
 
 /// Pools up to this size get a line per backend in the series.
 pub const SERIES_LINES: usize = 16;
-/// About how many samples a series holds.
-const SERIES_POINTS: u64 = 1000;
+/// About how many changes of count the series window spans: enough to
+/// see the pattern, few enough to see each step.
+pub const SERIES_CHANGES: f64 = 1500.0;
 /// How many arrivals pass between progress reports.
 const PROGRESS_EVERY: u64 = 1 << 14;
 
@@ -125,6 +128,10 @@ struct Sim<'a, 'x> {
     warmup: u64,
     /// Every balancer sees exact counts, so each change is copied to all.
     mirror: bool,
+    /// The series records counts from the first measured arrival (`None`
+    /// until then) for this long.
+    series_start: Option<f64>,
+    series_length: f64,
     issued: u64,
     out: Replication,
     sum: f64,
@@ -171,6 +178,9 @@ pub fn replicate(
         shared: Vec::new(),
         warmup: s.warmup_requests(),
         mirror: s.balancers > 1 && s.sync == 0.0,
+        series_start: None,
+        // Each request changes a count twice.
+        series_length: SERIES_CHANGES / (2.0 * s.rate),
         issued: 0,
         out: Replication {
             mean: f64::NAN,
@@ -238,7 +248,6 @@ impl Sim<'_, '_> {
         let mean_gap = s.burst as f64 / s.rate;
         let mut next_arrival = s.arrivals.first(mean_gap, &mut arrival_rng);
         let mut left_in_burst = s.burst;
-        let series_every = (s.requests / SERIES_POINTS).max(1);
         let mut reported = 0;
         loop {
             let event_first = match self.events.peek() {
@@ -260,9 +269,6 @@ impl Sim<'_, '_> {
                 0
             };
             let size = s.service.sample(&mut size_rng);
-            if request % series_every == 0 {
-                self.sample_series(next_arrival);
-            }
             self.arrive(next_arrival, request, balancer, size)?;
             self.issued += 1;
             left_in_burst -= 1;
@@ -296,6 +302,10 @@ impl Sim<'_, '_> {
         if let Some(t) = self.extras.transcript.as_deref_mut() {
             t.request(request, now);
         }
+        if measured && self.series_start.is_none() {
+            self.series_start = Some(now);
+            self.sample_series(now);
+        }
         let Ok(backend) = self.pools[balancer].pick(None, false).chosen else {
             if measured {
                 self.out.rejected += 1;
@@ -306,6 +316,7 @@ impl Sim<'_, '_> {
         self.counts[backend] += 1;
         self.counts_total += 1;
         self.copy_count(balancer, backend)?;
+        self.sample_series(now);
         if measured {
             self.out.picks[backend] += 1;
         }
@@ -373,6 +384,7 @@ impl Sim<'_, '_> {
         self.counts_total -= 1;
         self.pools[job.balancer].complete_at(backend, true, None)?;
         self.copy_count(job.balancer, backend)?;
+        self.sample_series(now);
         if job.request >= self.warmup {
             let time = now - f64::from_bits(job.arrived);
             self.out.histogram.record(time);
@@ -421,10 +433,14 @@ impl Sim<'_, '_> {
         }
     }
 
+    /// Records the counts if a series is kept and `now` is in its window.
     fn sample_series(&mut self, now: f64) {
-        let Some(series) = &mut self.out.series else {
+        let (Some(series), Some(start)) = (&mut self.out.series, self.series_start) else {
             return;
         };
+        if now > start + self.series_length {
+            return;
+        }
         series.times.push(now);
         if self.counts.len() <= SERIES_LINES {
             for ((_, line), &count) in series.lines.iter_mut().zip(&self.counts) {

@@ -4,25 +4,32 @@
 use super::{AlgorithmResult, Report};
 use std::fmt::Write;
 
-/// A line chart.
+/// A line chart: lines overlaid on one plot with a legend, or each in a
+/// panel of its own, one above the other, sharing both axes.
 pub struct Chart {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     /// A logarithmic x axis (every x must be above 0).
     pub log_x: bool,
+    /// Values hold until the next point (counts), rather than change
+    /// gradually.
+    pub steps: bool,
+    pub panels: bool,
     pub lines: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 440.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 190.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
-/// More points than this per line are thinned: the chart's width has fewer
-/// pixels.
-const MAX_POINTS: usize = 1500;
+const PLOT_HEIGHT: f64 = 345.0;
+/// The least height of one panel.
+const PANEL_HEIGHT: f64 = 40.0;
+/// More points than this per gradual line are thinned: the plot is 500
+/// pixels wide.
+const MAX_POINTS: usize = 500;
 const COLOURS: [&str; 10] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
@@ -35,6 +42,8 @@ pub fn latency_cdf(report: &Report) -> Chart {
         x_label: "time in system (mean service times of a speed-1 backend, log scale)".into(),
         y_label: "fraction of requests".into(),
         log_x: true,
+        steps: false,
+        panels: false,
         lines: report
             .results
             .iter()
@@ -52,14 +61,22 @@ pub fn latency_cdf(report: &Report) -> Chart {
 }
 
 /// Active connections over time in the algorithm's first replication, if
-/// it was recorded.
+/// it was recorded: a panel per backend, or the lowest, mean and highest
+/// count for pools of more than [`super::SERIES_LINES`].
 pub fn active_connections(result: &AlgorithmResult) -> Option<Chart> {
     let series = result.series.as_ref()?;
+    let per_backend = series.lines.len() <= super::SERIES_LINES
+        && !series.lines.iter().any(|(name, _)| name == "lowest");
     Some(Chart {
-        title: format!("Active connections over time: {}", result.algorithm.name()),
+        title: format!(
+            "Active connections after the warm-up: {}",
+            result.algorithm.name()
+        ),
         x_label: "time (mean service times of a speed-1 backend)".into(),
         y_label: "active connections".into(),
         log_x: false,
+        steps: true,
+        panels: per_backend,
         lines: series
             .lines
             .iter()
@@ -92,15 +109,26 @@ impl Chart {
         if !y1.is_finite() || y1 - y0 < 1e-9 {
             (y0, y1) = (y0, y0 + 1.0);
         }
+        let rows = if self.panels {
+            self.lines.len().max(1)
+        } else {
+            1
+        };
+        let row_h = (PLOT_HEIGHT / rows as f64).max(PANEL_HEIGHT);
+        let plot_h = row_h * rows as f64;
+        let height = TOP + plot_h + BOTTOM;
         let plot_w = WIDTH - LEFT - RIGHT;
-        let plot_h = HEIGHT - TOP - BOTTOM;
         let px = |x: f64| LEFT + (tx(x) - x0) / (x1 - x0) * plot_w;
-        let py = |y: f64| TOP + plot_h - (y - y0) / (y1 - y0) * plot_h;
+        // The y of a value in a row, leaving a little room in panels.
+        let py = |row: usize, y: f64| {
+            let pad = if self.panels { 4.0 } else { 0.0 };
+            TOP + row_h * (row + 1) as f64 - pad - (y - y0) / (y1 - y0) * (row_h - 2.0 * pad)
+        };
 
         let mut svg = String::new();
         let _ = writeln!(
             svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
         );
         let _ = writeln!(
             svg,
@@ -108,7 +136,6 @@ impl Chart {
             LEFT + plot_w / 2.0,
             escape(&self.title)
         );
-        // Grid and tick labels.
         let x_ticks = if self.log_x {
             (x0.ceil() as i32..=x1.floor() as i32)
                 .map(|e| (e as f64, format!("{}", 10f64.powi(e))))
@@ -125,25 +152,33 @@ impl Chart {
                 TOP + plot_h + 16.0
             );
         }
-        for (t, label) in nice_ticks(y0, y1) {
-            let y = py(t);
+        let y_ticks = if self.panels {
+            vec![(y1, format!("{y1}"))]
+        } else {
+            nice_ticks(y0, y1)
+        };
+        for row in 0..rows {
+            for (t, label) in &y_ticks {
+                let y = py(row, *t);
+                let _ = writeln!(
+                    svg,
+                    r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+                    LEFT + plot_w,
+                    LEFT - 6.0,
+                    y + 4.0
+                );
+            }
             let _ = writeln!(
                 svg,
-                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
-                LEFT + plot_w,
-                LEFT - 6.0,
-                y + 4.0
+                r##"<rect x="{LEFT}" y="{:.1}" width="{plot_w}" height="{row_h:.1}" fill="none" stroke="#333"/>"##,
+                TOP + row_h * row as f64
             );
         }
         let _ = writeln!(
             svg,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
-        );
-        let _ = writeln!(
-            svg,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             LEFT + plot_w / 2.0,
-            HEIGHT - 12.0,
+            height - 12.0,
             escape(&self.x_label)
         );
         let _ = writeln!(
@@ -154,20 +189,17 @@ impl Chart {
         );
         for (i, (name, points)) in self.lines.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let step = points.len().div_ceil(MAX_POINTS).max(1);
-            let mut path = String::new();
-            for (j, &(x, y)) in points.iter().enumerate() {
-                if j % step == 0 || j + 1 == points.len() {
-                    let _ = write!(path, "{:.1},{:.1} ", px(x), py(y));
-                }
-            }
+            let row = if self.panels { i } else { 0 };
             let _ = writeln!(
                 svg,
                 r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
-                path.trim_end()
+                self.path(points, &px, &|y| py(row, y))
             );
-            let ly = TOP + 10.0 + 18.0 * i as f64;
-            let lx = LEFT + plot_w + 14.0;
+            let (lx, ly) = if self.panels {
+                (LEFT + plot_w + 14.0, TOP + row_h * (i as f64 + 0.5))
+            } else {
+                (LEFT + plot_w + 14.0, TOP + 10.0 + 18.0 * i as f64)
+            };
             let _ = writeln!(
                 svg,
                 r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -179,6 +211,41 @@ impl Chart {
         }
         svg.push_str("</svg>\n");
         svg
+    }
+
+    /// A polyline's points: steps hold each value until the next change
+    /// (repeats dropped); gradual lines are thinned to the plot's width.
+    fn path(
+        &self,
+        points: &[(f64, f64)],
+        px: &dyn Fn(f64) -> f64,
+        py: &dyn Fn(f64) -> f64,
+    ) -> String {
+        let mut path = String::new();
+        if self.steps {
+            let mut previous: Option<f64> = None;
+            for (j, &(x, y)) in points.iter().enumerate() {
+                let last = j + 1 == points.len();
+                match previous {
+                    Some(p) if p == y && !last => continue,
+                    Some(p) => {
+                        let _ = write!(path, "{:.1},{:.1} ", px(x), py(p));
+                    }
+                    None => {}
+                }
+                let _ = write!(path, "{:.1},{:.1} ", px(x), py(y));
+                previous = Some(y);
+            }
+        } else {
+            let step = points.len().div_ceil(MAX_POINTS).max(1);
+            for (j, &(x, y)) in points.iter().enumerate() {
+                if j % step == 0 || j + 1 == points.len() {
+                    let _ = write!(path, "{:.1},{:.1} ", px(x), py(y));
+                }
+            }
+        }
+        path.truncate(path.trim_end().len());
+        path
     }
 }
 
@@ -231,6 +298,8 @@ mod tests {
             x_label: "x".into(),
             y_label: "y".into(),
             log_x: true,
+            steps: false,
+            panels: false,
             lines: vec![
                 ("one".into(), vec![(0.1, 0.0), (1.0, 0.5), (10.0, 1.0)]),
                 ("two".into(), vec![(1.0, 1.0)]),
@@ -245,5 +314,33 @@ mod tests {
         assert!(svg.contains(">0.1</text>") && svg.contains(">10</text>"));
         // Three points, first at the left edge of the plot.
         assert!(svg.contains(r#"points="70.0,385.0 "#), "{svg}");
+    }
+
+    #[test]
+    fn panels_hold_each_value_until_it_changes() {
+        let chart = Chart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_x: false,
+            steps: true,
+            panels: true,
+            lines: vec![
+                (
+                    "a".into(),
+                    vec![(0.0, 0.0), (1.0, 1.0), (2.0, 1.0), (3.0, 0.0)],
+                ),
+                ("b".into(), vec![(0.0, 1.0), (3.0, 1.0)]),
+            ],
+        };
+        let svg = chart.render();
+        // Two panels, each a frame of its own.
+        assert_eq!(svg.matches(r##"fill="none" stroke="#333""##).count(), 2);
+        // a: 0 until x=1, 1 until x=3 (the repeat at x=2 dropped), then 0.
+        let a = svg
+            .lines()
+            .find(|l| l.contains("<polyline") && l.contains("#1f77b4"))
+            .unwrap();
+        assert_eq!(a.matches(',').count(), 5, "{a}");
     }
 }
