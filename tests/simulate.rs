@@ -20,6 +20,38 @@ fn settings(algorithm: &str) -> Settings {
     }
 }
 
+/// Only the seed, to lay over an example scenario.
+fn settings_seed() -> Settings {
+    Settings {
+        seed: Some(2026),
+        ..Settings::default()
+    }
+}
+
+/// A scenario file from `scenarios/`.
+fn example(name: &str) -> Settings {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("the example exists");
+    Settings::from_toml(&text).expect("the example parses")
+}
+
+#[test]
+fn every_example_scenario_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("scenarios/") {
+        let name = entry.expect("entry").file_name();
+        let name = name.to_str().expect("utf-8 name");
+        if name.ends_with(".toml") {
+            example(name).resolve().expect(name);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen} examples");
+}
+
 fn simulate(settings: Settings) -> Report {
     let scenario = settings.resolve().expect("a valid scenario");
     sim::simulate(
@@ -123,19 +155,9 @@ fn the_disciplines_match_their_formulas() {
 fn the_proof_of_concept_sends_the_fast_server_the_most() {
     // Backends averaging 50, 200 and 500 ms (time unit: 500 ms), each
     // request taking uniformly 2/3 to 4/3 of its backend's average, 15
-    // requests 50 ms apart, each backend serving all its requests at once.
-    let report = simulate(Settings {
-        speeds: Some(vec![10.0, 2.5, 1.0]),
-        discipline: Some("delay".into()),
-        service: Some("uniform:0.333".into()),
-        arrivals: Some("regular".into()),
-        rate: Some(10.0),
-        requests: Some(15),
-        warmup: Some(0.0),
-        replications: Some(200),
-        algorithms: Some(vec!["least-connections".into(), "round-robin".into()]),
-        ..settings("least-connections")
-    });
+    // requests 50 ms apart, each backend serving all its requests at once;
+    // 200 replications.
+    let report = simulate(example("poc.toml").overridden_by(settings_seed()));
     let requests = |i: usize| -> Vec<f64> {
         report.results[i]
             .share
@@ -155,13 +177,11 @@ fn power_of_two_choices_overloads_slow_backends_where_least_connections_does_not
     // probability 10/45, so above a load of 2/5.5 = 36% the slow half gets
     // more than it can serve and its queues grow without bound.
     let run = |algorithm: &str, load: f64, requests: u64| {
-        mean(Settings {
-            speeds: Some(vec![10.0, 10.0, 10.0, 10.0, 10.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+        mean(example("heterogeneous.toml").overridden_by(Settings {
             load: Some(load),
             requests: Some(requests),
-            replications: Some(3),
             ..settings(algorithm)
-        })
+        }))
     };
     let (p2c_short, p2c_long) = (
         run("power-of-two-choices", 0.45, 100_000),
@@ -193,19 +213,10 @@ fn stale_counts_make_least_connections_herd_more_than_power_of_two_choices() {
     // 10 balancers over 20 backends at load 0.8, each seeing its peers'
     // counts as of 5 mean service times ago (about 80 arrivals).
     let run = |sync: f64| {
-        simulate(Settings {
-            backends: Some(20),
-            load: Some(0.8),
-            balancers: Some(10),
+        simulate(example("stale.toml").overridden_by(Settings {
             sync: Some(sync),
-            requests: Some(200_000),
-            replications: Some(3),
-            algorithms: Some(vec![
-                "least-connections".into(),
-                "power-of-two-choices".into(),
-            ]),
-            ..settings("least-connections")
-        })
+            ..settings_seed()
+        }))
     };
     let (exact, stale) = (run(0.0), run(5.0));
     let ratio = |i: usize, figure: &dyn Fn(&sim::AlgorithmResult) -> f64| {
