@@ -460,8 +460,10 @@ fn run_simulate(args: Box<SimulateArgs>) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the chart directory {}", dir.display()))?;
     }
-    let total =
-        scenario.requests * u64::from(scenario.replications) * scenario.algorithms.len() as u64;
+    let total = scenario
+        .requests
+        .saturating_mul(u64::from(scenario.replications))
+        .saturating_mul(scenario.algorithms.len() as u64);
     let mut progress = Progress::new(total);
     let report = sim::simulate(
         &scenario,
@@ -530,7 +532,7 @@ impl Progress {
         if !self.enabled {
             return;
         }
-        let percent = self.done * 100 / self.total.max(1);
+        let percent = (u128::from(self.done) * 100 / u128::from(self.total.max(1))).min(100) as u64;
         if self.shown != Some(percent) {
             self.shown = Some(percent);
             let filled = (percent * Self::WIDTH / 100) as usize;
@@ -604,6 +606,52 @@ mod tests {
                 paths: vec!["a".into(), "b".into()],
             })
         );
+    }
+
+    #[test]
+    fn simulate_flags_become_settings() {
+        let Command::Simulate(sim) = parse(args(&[
+            "simulate",
+            "--speeds=10,2.5,1",
+            "--weights",
+            "4,2,1",
+            "--requests",
+            "1e6",
+            "--algorithms",
+            "round-robin, random",
+            "--sync",
+            "0.5",
+            "--json",
+            "--svg",
+            "out",
+        ]))
+        .unwrap() else {
+            panic!("not simulate");
+        };
+        assert_eq!(sim.settings.speeds, Some(vec![10.0, 2.5, 1.0]));
+        assert_eq!(sim.settings.weights, Some(vec![4, 2, 1]));
+        assert_eq!(sim.settings.requests, Some(1_000_000));
+        assert_eq!(
+            sim.settings.algorithms,
+            Some(vec!["round-robin".to_owned(), "random".to_owned()])
+        );
+        assert_eq!(sim.settings.sync, Some(0.5));
+        assert!(sim.json && sim.transcript.is_none());
+        assert_eq!(sim.svg, Some(PathBuf::from("out")));
+        assert_eq!(
+            parse(args(&["simulate", "-h"])).unwrap(),
+            Command::SimulateHelp
+        );
+        for bad in [
+            &["simulate", "--json=yes"][..],
+            &["simulate", "--requests", "1.5"],
+            &["simulate", "--backends", "-1"],
+            &["simulate", "--weights", "1,,2"],
+            &["simulate", "--strict"],
+            &["simulate", "extra"],
+        ] {
+            assert!(parse(args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
