@@ -98,7 +98,7 @@ pub fn to_table(report: &Report) -> String {
         let q = |p: f64| number(r.histogram.quantile(p));
         let _ = writeln!(
             out,
-            "{:<22} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7.2} {:>6} {:>8}",
+            "{:<22} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>8}",
             r.algorithm.name(),
             number(Some(r.mean)),
             number(r.mean_ci95),
@@ -106,7 +106,7 @@ pub fn to_table(report: &Report) -> String {
             q(0.95),
             q(0.99),
             q(0.999),
-            r.spread_mean,
+            number(Some(r.spread_mean)),
             r.spread_max,
             r.rejected
         );
