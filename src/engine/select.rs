@@ -74,11 +74,14 @@ impl TieBreak {
     }
 }
 
-fn lookup<T: Copy>(names: &[(&str, T)], name: &str) -> Option<T> {
+/// The value a name table gives a name. Shared by every enum named on
+/// the command line or the wire.
+pub(crate) fn lookup<T: Copy>(names: &[(&str, T)], name: &str) -> Option<T> {
     names.iter().find(|(n, _)| *n == name).map(|&(_, t)| t)
 }
 
-fn name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], value: T) -> &'static str {
+/// The first name a table gives a value.
+pub(crate) fn name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], value: T) -> &'static str {
     names
         .iter()
         .find(|(_, t)| *t == value)

@@ -5,6 +5,7 @@
 //! in 1 ÷ `s` on average.
 
 use crate::engine::rng::Rng;
+use crate::engine::select::{lookup, name_of};
 use std::fmt;
 
 /// The distribution of request sizes, each with mean 1.
@@ -167,17 +168,11 @@ impl Arrivals {
     ];
 
     pub fn from_name(name: &str) -> Option<Arrivals> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, a)| a)
+        lookup(Self::NAMES, name)
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, a)| *a == self)
-            .map_or("", |&(n, _)| n)
+        name_of(Self::NAMES, self)
     }
 
     /// The gap before the next arrival (or group of arrivals), for a mean

@@ -2,6 +2,7 @@
 //! flags, merged (flags win) and checked into a [`Scenario`].
 
 use super::dist::{Arrivals, Service};
+use crate::engine::select::{lookup, name_of};
 use crate::engine::{Algorithm, TieBreak, DEFAULT_SEED};
 use serde::Deserialize;
 use std::fmt;
@@ -27,17 +28,11 @@ impl Discipline {
     ];
 
     pub fn from_name(name: &str) -> Option<Discipline> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, d)| d)
+        lookup(Self::NAMES, name)
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, d)| *d == self)
-            .map_or("", |&(n, _)| n)
+        name_of(Self::NAMES, self)
     }
 }
 
@@ -141,8 +136,12 @@ impl Settings {
         }
         let discipline = match self.discipline.as_deref() {
             None => Discipline::Fifo,
-            Some(name) => Discipline::from_name(name)
-                .ok_or_else(|| format!("unknown discipline {name:?}; one of fifo, ps, delay"))?,
+            Some(name) => Discipline::from_name(name).ok_or_else(|| {
+                format!(
+                    "unknown discipline {name:?}; one of {}",
+                    one_of(Discipline::NAMES)
+                )
+            })?,
         };
         let service = match self.service.as_deref() {
             None => Service::Exp,
@@ -150,8 +149,12 @@ impl Settings {
         };
         let arrivals = match self.arrivals.as_deref() {
             None => Arrivals::Poisson,
-            Some(name) => Arrivals::from_name(name)
-                .ok_or_else(|| format!("unknown arrivals {name:?}; one of poisson, regular"))?,
+            Some(name) => Arrivals::from_name(name).ok_or_else(|| {
+                format!(
+                    "unknown arrivals {name:?}; one of {}",
+                    one_of(Arrivals::NAMES)
+                )
+            })?,
         };
         let capacity: f64 = speeds.iter().sum();
         let positive = |what: &str, v: f64| {
@@ -182,7 +185,10 @@ impl Settings {
                 let mut list = Vec::new();
                 for name in names {
                     let a = Algorithm::from_name(name.trim()).ok_or_else(|| {
-                        format!("unknown algorithm {name:?}; one of least-connections, round-robin, random, power-of-two-choices")
+                        format!(
+                            "unknown algorithm {name:?}; one of {}",
+                            one_of(Algorithm::NAMES)
+                        )
                     })?;
                     if !list.contains(&a) {
                         list.push(a);
@@ -197,7 +203,10 @@ impl Settings {
         let tie_break = match self.tie_break.as_deref() {
             None => TieBreak::default(),
             Some(name) => TieBreak::from_name(name).ok_or_else(|| {
-                format!("unknown tie-break {name:?}; one of lowest-index, round-robin, random")
+                format!(
+                    "unknown tie-break {name:?}; one of {}",
+                    one_of(TieBreak::NAMES)
+                )
             })?,
         };
         let balancers = self.balancers.unwrap_or(1);
@@ -341,6 +350,12 @@ impl fmt::Display for Scenario {
             self.seed
         )
     }
+}
+
+/// A name table's names, for an error message.
+fn one_of<T>(names: &[(&str, T)]) -> String {
+    let names: Vec<&str> = names.iter().map(|&(n, _)| n).collect();
+    names.join(", ")
 }
 
 /// A number with at most six decimals and no trailing zeros.
