@@ -117,7 +117,6 @@ struct Sim<'a, 'x> {
     pools: Vec<Pool>,
     /// The true count of every backend.
     counts: Vec<u64>,
-    counts_total: u64,
     spread: Spread,
     events: BinaryHeap<Reverse<Event>>,
     seq: u64,
@@ -170,7 +169,6 @@ pub fn replicate(
         names,
         pools,
         counts: vec![0; n],
-        counts_total: 0,
         spread: Spread::new(n),
         events: BinaryHeap::new(),
         seq: 0,
@@ -314,7 +312,6 @@ impl Sim<'_, '_> {
         };
         self.spread.increment(self.counts[backend]);
         self.counts[backend] += 1;
-        self.counts_total += 1;
         self.copy_count(balancer, backend)?;
         self.sample_series(now);
         if measured {
@@ -381,7 +378,6 @@ impl Sim<'_, '_> {
         let backend = job.backend;
         self.spread.decrement(self.counts[backend]);
         self.counts[backend] -= 1;
-        self.counts_total -= 1;
         self.pools[job.balancer].complete_at(backend, true, None)?;
         self.copy_count(job.balancer, backend)?;
         self.sample_series(now);
@@ -449,7 +445,9 @@ impl Sim<'_, '_> {
         } else {
             let values = [
                 self.spread.min() as f64,
-                self.counts_total as f64 / self.counts.len() as f64,
+                // Summed here, inside the chart's window only, rather
+                // than kept on every event.
+                self.counts.iter().sum::<u64>() as f64 / self.counts.len() as f64,
                 self.spread.max() as f64,
             ];
             for ((_, line), value) in series.lines.iter_mut().zip(values) {
