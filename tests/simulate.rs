@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+/// One algorithm, at the tests' seed.
 fn settings(algorithm: &str) -> Settings {
     Settings {
         algorithms: Some(vec![algorithm.into()]),
-        seed: Some(2026),
-        ..Settings::default()
+        ..settings_seed()
     }
 }
 
