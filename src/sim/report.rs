@@ -46,7 +46,7 @@ fn scenario_json(s: &Scenario) -> Value {
         "service": s.service.to_string(),
         "arrivals": s.arrivals.name(),
         "rate": s.rate,
-        "load": s.load,
+        "load": s.load(),
         "burst": s.burst,
         "algorithms": s.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
         "tie_break": s.tie_break.name(),

@@ -233,7 +233,6 @@ impl Settings {
             return Err("max-connections must be at least 1".into());
         }
         Ok(Scenario {
-            load: rate / capacity,
             speeds,
             weights,
             max_connections: self.max_connections,
@@ -276,8 +275,6 @@ pub struct Scenario {
     pub arrivals: Arrivals,
     /// Requests per unit of time, over all balancers.
     pub rate: f64,
-    /// `rate` as a fraction of the backends' total speed.
-    pub load: f64,
     /// Requests arriving together at each arrival instant.
     pub burst: u64,
     pub algorithms: Vec<Algorithm>,
@@ -293,6 +290,11 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The arrival rate as a fraction of the backends' total speed.
+    pub fn load(&self) -> f64 {
+        self.rate / self.speeds.iter().sum::<f64>()
+    }
+
     /// Requests left out of the figures as warm-up.
     pub fn warmup_requests(&self) -> u64 {
         (self.requests as f64 * self.warmup) as u64
@@ -327,7 +329,7 @@ impl fmt::Display for Scenario {
             self.service,
             self.arrivals.name(),
             short(self.rate),
-            short(self.load)
+            short(self.load())
         )?;
         if self.burst > 1 {
             write!(f, " in bursts of {}", self.burst)?;
@@ -382,7 +384,7 @@ mod tests {
         let s = Settings::default().resolve().unwrap();
         assert_eq!(s.speeds, vec![1.0; 10]);
         assert_eq!(s.algorithms.len(), 4);
-        assert_eq!((s.rate, s.load), (9.0, 0.9));
+        assert_eq!((s.rate, s.load()), (9.0, 0.9));
         assert_eq!((s.requests, s.warmup_requests()), (100_000, 10_000));
         assert_eq!(s.backend_names()[9], "b10");
     }
@@ -408,7 +410,7 @@ mod tests {
         };
         let s = file.overridden_by(flags).resolve().unwrap();
         assert_eq!(s.speeds, vec![1.0; 4]);
-        assert_eq!((s.rate, s.load), (10.0, 2.5));
+        assert_eq!((s.rate, s.load()), (10.0, 2.5));
         assert_eq!(s.discipline, Discipline::Delay);
         assert_eq!(s.algorithms, vec![Algorithm::RoundRobin]);
         assert_eq!((s.tie_break, s.seed), (TieBreak::Random, 8));
