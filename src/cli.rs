@@ -376,6 +376,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<ExitCode
 fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let options = Options {
         max_message_size: args.max_message_size,
+        ..Options::default()
     };
     let stdin = io::stdin().lock();
     let stderr = io::stderr().lock();

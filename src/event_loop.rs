@@ -1,5 +1,10 @@
-//! The event loop: reads input, frames it, dispatches each message to the
-//! [`Node`], and writes replies and diagnostics.
+//! The event loop: reads input, frames it, decides how each message is
+//! read, hands it to the [`Node`], and writes replies and diagnostics.
+//!
+//! Where the framer meets the start of an object, the loop first offers the
+//! input there to the node's one-pass read, which answers an ordinary,
+//! well-formed message straight from the input buffer; what that declines
+//! is scanned by the framer and read precisely.
 //!
 //! Flushing: replies are collected in a buffer and written out before every
 //! read from the input, that is, as soon as everything already received has
@@ -20,12 +25,16 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 pub struct Options {
     /// Messages larger than this many bytes are reported and skipped.
     pub max_message_size: usize,
+    /// Whether messages are first offered to the one-pass read. Off, every
+    /// message is framed and read precisely: slower, the same replies.
+    pub one_pass: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            one_pass: true,
         }
     }
 }
@@ -61,15 +70,12 @@ where
     let mut out = Vec::with_capacity(OUTPUT_HIGH_WATER);
     let mut summary = Summary::default();
     loop {
-        loop {
-            // Ordinary messages are taken and answered in one pass as the
-            // framer meets them; the rest come back as frames.
-            let mut take =
-                |bytes: &[u8], max_len: usize| node.handle_prefix(bytes, max_len, &mut out);
-            let Some(frame) = framer.next_frame_or(&mut take) else {
-                break;
-            };
-            dispatch(frame, &mut node, &mut out, &mut diagnostics, &mut summary);
+        while let Some(frame) = framer.next_frame() {
+            let taken = take(frame, &mut node, &mut out, options, &mut diagnostics);
+            if let Taken::ReadWhole(len) = taken {
+                framer.consume(len);
+            }
+            summary.count(taken);
             if out.len() >= OUTPUT_HIGH_WATER {
                 output.write_all(&out)?;
                 out.clear();
@@ -84,36 +90,59 @@ where
         }
     }
     if let Some(frame) = framer.finish() {
-        dispatch(frame, &mut node, &mut out, &mut diagnostics, &mut summary);
+        summary.count(take(frame, &mut node, &mut out, options, &mut diagnostics));
     }
     output.write_all(&out)?;
     output.flush()?;
     Ok(summary)
 }
 
-fn dispatch<E: Write>(
+/// What became of one frame.
+enum Taken {
+    /// A message was read whole in one pass, of this length, and answered.
+    ReadWhole(usize),
+    /// A framed message was answered.
+    Answered,
+    /// The one-pass read declined the object: the framer scans it next.
+    Declined,
+    /// Input that cannot be answered was reported.
+    Skipped,
+}
+
+impl Summary {
+    fn count(&mut self, taken: Taken) {
+        match taken {
+            Taken::ReadWhole(_) | Taken::Answered => self.answered += 1,
+            Taken::Skipped => self.skipped += 1,
+            Taken::Declined => {}
+        }
+    }
+}
+
+/// Hands one frame to the node, or reports it as skipped.
+fn take<E: Write>(
     frame: Frame<'_>,
     node: &mut Node,
     out: &mut Vec<u8>,
+    options: &Options,
     diagnostics: &mut E,
-    summary: &mut Summary,
-) {
+) -> Taken {
     let (at, why) = match frame {
-        Frame::Object { bytes, at } => match node.handle(bytes, out) {
-            Ok(()) => {
-                summary.answered += 1;
-                return;
+        Frame::Begins { rest } if options.one_pass => {
+            return match node.handle_one_pass(rest, options.max_message_size, out) {
+                Some(len) => Taken::ReadWhole(len),
+                None => Taken::Declined,
             }
+        }
+        Frame::Begins { .. } => return Taken::Declined,
+        Frame::Object { bytes, at } => match node.handle(bytes, out) {
+            Ok(()) => return Taken::Answered,
             Err(why) => (at, why),
         },
         Frame::Skipped(skipped) => (skipped.at, skipped.reason),
-        Frame::Taken => {
-            summary.answered += 1;
-            return;
-        }
     };
-    summary.skipped += 1;
     report(diagnostics, at, &why);
+    Taken::Skipped
 }
 
 fn report<E: Write>(diagnostics: &mut E, at: Position, why: &str) {

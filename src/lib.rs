@@ -51,6 +51,7 @@ pub mod engine;
 pub mod event_loop;
 pub mod fixture;
 pub mod framing;
+pub mod message;
 pub mod node;
 pub mod protocol;
 pub mod sim;

@@ -1,18 +1,16 @@
-//! The node: its state, and what each request does to it.
+//! The node: its state, and the two ways a message reaches it.
 //!
-//! [`Node::handle_prefix`] answers an ordinary message read in one pass
-//! straight from the input; [`Node::handle`] takes the bytes of any other
-//! framed object and parses it precisely. Either applies the request to the
-//! [`Pool`] and writes exactly one reply line (`handle` may instead say why
-//! the input cannot be answered at all). Every
-//! request is validated completely before anything changes, so a refused
-//! request leaves the state as it was.
+//! [`Node::handle_one_pass`] answers a message read in one pass straight
+//! from the input; [`Node::handle`] reads a framed object precisely. Either
+//! way, the message's own module under [`crate::message`] applies it and
+//! writes exactly one reply line (`handle` may instead say why the input
+//! cannot be answered at all). Every request is checked completely before
+//! anything changes, so a refused request leaves the state as it was.
 
-use crate::engine::{EngineError, Explanation, NoBackend, Pool, PoolBuilder};
-use crate::protocol::{
-    self, Counts, CountsMode, ErrorCode, HttpRequest, Init, MsgId, Outgoing, ProtocolError, Reply,
-    Request, RequestComplete,
-};
+use crate::engine::{Algorithm, Pick, Pool};
+use crate::message::{self, refusal};
+use crate::protocol::write::WriteJson;
+use crate::protocol::{self, ProtocolError, Unanswerable};
 use std::borrow::Cow;
 
 /// The state of one leastconn node.
@@ -26,12 +24,53 @@ pub struct Node {
     changed: Vec<usize>,
 }
 
-/// Why input was framed as an object but cannot be answered.
-pub type Unanswerable = String;
+/// Which backends a reply's `active_connections` lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CountsMode {
+    /// Every backend of the pool.
+    #[default]
+    All,
+    /// Only the backends whose count the message changed.
+    Changed,
+}
+
+impl CountsMode {
+    pub const NAMES: &'static [(&'static str, CountsMode)] =
+        &[("all", CountsMode::All), ("changed", CountsMode::Changed)];
+}
 
 impl Node {
     pub fn new() -> Self {
         Node::default()
+    }
+
+    /// Reads a framed message precisely and appends its reply line to
+    /// `out`, or says why it cannot be answered.
+    pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
+        let (to, body) = protocol::read_envelope(bytes)?;
+        let (msg_id, request) = match protocol::read_body(body) {
+            Ok(mut fields) => message::parse(&mut fields),
+            Err((msg_id, e)) => (msg_id, Err(e)),
+        };
+        message::answer(self, &to, msg_id, request, out);
+        Ok(())
+    }
+
+    /// Answers a message at the start of `bytes` (of at most `max_len`
+    /// bytes) read in one pass, and returns its length; `None`, having done
+    /// nothing, for anything that pass declines, which then comes back
+    /// framed to [`handle`](Node::handle).
+    pub fn handle_one_pass(
+        &mut self,
+        bytes: &[u8],
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let (to, mut fields, len) = protocol::read_one_pass(bytes, max_len)?;
+        let (msg_id, request) = message::parse(&mut fields);
+        let request = request.ok()?;
+        message::answer(self, &to, msg_id, Ok(request), out);
+        Some(len)
     }
 
     /// The pool as it stands.
@@ -39,174 +78,91 @@ impl Node {
         &self.pool
     }
 
-    /// Handles one framed message, reading it precisely, and appends its
-    /// reply line to `out`. The event loop first offers every message to
-    /// [`handle_prefix`](Node::handle_prefix); what reaches this is what
-    /// that declined, so it is not tried again.
-    pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
-        let envelope = protocol::parse_envelope(bytes)?;
-        let body = protocol::parse_body(envelope.body);
-        self.answer(envelope.src, envelope.dest, body.msg_id, body.request, out);
-        Ok(())
+    pub(crate) fn pool_mut(&mut self) -> &mut Pool {
+        &mut self.pool
     }
 
-    /// Handles an ordinary message at the start of `bytes` (of at most
-    /// `max_len` bytes) read in one pass, and returns its length; `None`,
-    /// having done nothing, for anything else, which then comes back framed
-    /// to [`handle`](Node::handle).
-    pub fn handle_prefix(
-        &mut self,
-        bytes: &[u8],
-        max_len: usize,
-        out: &mut Vec<u8>,
-    ) -> Option<usize> {
-        let (message, len) = protocol::parse_fast_prefix(bytes, max_len)?;
-        self.answer(
-            message.src,
-            message.dest,
-            message.msg_id,
-            Ok(message.request),
-            out,
-        );
-        Some(len)
+    /// The `node_id` replies come from, once an `init` gave one.
+    pub(crate) fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
-    fn answer(
+    /// The name of the backend at a pool position.
+    pub(crate) fn name(&self, index: usize) -> &str {
+        self.pool.get_index(index).map_or("", |(name, _)| name)
+    }
+
+    /// Replaces the pool and the settings an `init` carries.
+    pub(crate) fn replace(&mut self, pool: Pool, counts: CountsMode, id: Option<Cow<'_, str>>) {
+        self.pool = pool;
+        self.counts = counts;
+        if let Some(id) = id {
+            self.id = Some(id.into_owned());
+        }
+    }
+
+    /// Applies a snapshot of counts, noting what changed.
+    pub(crate) fn apply_snapshot(
         &mut self,
-        src: Cow<'_, str>,
-        dest: Cow<'_, str>,
-        msg_id: Option<MsgId>,
-        request: Result<Request<'_>, ProtocolError>,
-        out: &mut Vec<u8>,
-    ) {
+        snapshot: &[(Cow<'_, str>, u64)],
+    ) -> Result<(), ProtocolError> {
+        self.pool
+            .apply_snapshot(snapshot, &mut self.changed)
+            .map_err(refusal)
+    }
+
+    /// Picks a backend, noting the change.
+    pub(crate) fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
+        let pick = self.pool.pick(algorithm, explain);
+        if let Ok(index) = pick.chosen {
+            self.changed.push(index);
+        }
+        pick
+    }
+
+    /// Notes that the count at a pool position changed.
+    pub(crate) fn changed(&mut self, index: usize) {
+        self.changed.push(index);
+    }
+
+    pub(crate) fn begin_message(&mut self) {
         self.changed.clear();
-        let outcome = request.and_then(|request| self.apply(request));
+    }
+
+    pub(crate) fn end_message(&mut self) {
         if self.counts == CountsMode::Changed {
             self.changed.sort_unstable();
             self.changed.dedup();
         }
-        Outgoing {
-            src: self.id.as_deref().unwrap_or(&dest),
-            dest: &src,
-            in_reply_to: msg_id,
-            reply: self.reply(outcome),
-        }
-        .write_line(out);
     }
 
-    fn apply(&mut self, request: Request<'_>) -> Result<Outcome, ProtocolError> {
-        match request {
-            Request::Init(init) => self.init(init),
-            Request::HttpRequest(request) => self.route(request),
-            Request::RequestComplete(done) => self.complete(done),
-            Request::AddBackend(add) => {
-                let index = self.pool.add(add.0.spec()).map_err(refusal)?;
-                self.changed.push(index);
-                Ok(Outcome::Backend("add_backend_ok", index))
-            }
-            Request::RemoveBackend { backend } => {
-                self.pool.remove(&backend).map_err(refusal)?;
-                Ok(Outcome::Removed(backend.into_owned()))
-            }
-            Request::SetBackend(set) => self
-                .pool
-                .change(&set.backend, set.change)
-                .map(|i| Outcome::Backend("set_backend_ok", i))
-                .map_err(refusal),
-            Request::Stats => Ok(Outcome::Stats),
-        }
-    }
-
-    fn init(&mut self, init: Init<'_>) -> Result<Outcome, ProtocolError> {
-        // Built aside and swapped in whole, so that a refusal changes nothing;
-        // sized exactly from a counting pass, so that a list of millions
-        // never makes the pool's tables grow (and briefly double).
-        let mut builder = PoolBuilder::new(init.policy, init.backend_count());
-        init.for_each_backend(|backend| builder.push(backend.spec()).map_err(refusal))?;
-        self.pool = builder.build();
-        self.counts = init.counts;
-        if let Some(id) = init.node_id {
-            self.id = Some(id.into_owned());
-        }
-        Ok(Outcome::InitOk)
-    }
-
-    fn route(&mut self, request: HttpRequest<'_>) -> Result<Outcome, ProtocolError> {
-        if let Some(snapshot) = &request.snapshot {
-            self.pool
-                .apply_snapshot(snapshot, &mut self.changed)
-                .map_err(refusal)?;
-        }
-        let pick = self.pool.pick(request.algorithm, request.explain);
-        Ok(match pick.chosen {
-            Ok(index) => {
-                self.changed.push(index);
-                Outcome::Routed(index, pick.explanation)
-            }
-            Err(none) => Outcome::Unavailable(none, pick.explanation),
-        })
-    }
-
-    fn complete(&mut self, done: RequestComplete<'_>) -> Result<Outcome, ProtocolError> {
-        let index = self
-            .pool
-            .complete(&done.backend, done.ok, done.duration_ms)
-            .map_err(refusal)?;
-        self.changed.push(index);
-        Ok(Outcome::Backend("request_complete_ok", index))
-    }
-
-    fn reply(&self, outcome: Result<Outcome, ProtocolError>) -> Reply<'_> {
-        let name = |index| self.pool.get_index(index).map_or("", |(name, _)| name);
-        let counts = Counts {
-            pool: &self.pool,
-            only: (self.counts == CountsMode::Changed).then_some(&self.changed[..]),
+    /// A reply's `active_connections`: every backend's count, or only those
+    /// the message changed, in pool order.
+    pub(crate) fn write_counts(&self, out: &mut Vec<u8>) {
+        let mut first = true;
+        let mut entry = |out: &mut Vec<u8>, name: &str, active: u64| {
+            out.raw(if std::mem::take(&mut first) {
+                b"{"
+            } else {
+                b","
+            });
+            out.str(name);
+            out.raw(b":");
+            out.u64(active);
         };
-        match outcome {
-            Ok(Outcome::InitOk) => Reply::InitOk,
-            Ok(Outcome::Routed(index, explanation)) => Reply::Routed {
-                backend: name(index),
-                counts,
-                explanation,
-            },
-            Ok(Outcome::Unavailable(none, explanation)) => Reply::Unavailable {
-                error: none.to_string(),
-                counts,
-                explanation,
-            },
-            Ok(Outcome::Backend(kind, index)) => Reply::BackendOk {
-                kind,
-                backend: name(index),
-                counts,
-            },
-            Ok(Outcome::Removed(backend)) => Reply::Removed { backend, counts },
-            Ok(Outcome::Stats) => Reply::StatsOk { pool: &self.pool },
-            Err(e) => Reply::Error(e),
+        match self.counts {
+            CountsMode::All => self
+                .pool
+                .iter()
+                .for_each(|(name, b)| entry(out, name, b.active())),
+            CountsMode::Changed => self
+                .changed
+                .iter()
+                .filter_map(|&i| self.pool.get_index(i))
+                .for_each(|(name, b)| entry(out, name, b.active())),
         }
+        out.raw(if first { b"{}" } else { b"}" });
     }
-}
-
-/// What a request did, by pool position.
-enum Outcome {
-    InitOk,
-    Routed(usize, Option<Explanation>),
-    Unavailable(NoBackend, Option<Explanation>),
-    /// An acknowledgement of this type about the backend at this position.
-    Backend(&'static str, usize),
-    /// The backend is gone from the pool, so it is named, not placed.
-    Removed(String),
-    Stats,
-}
-
-/// The protocol error for an operation the engine refused.
-fn refusal(e: EngineError) -> ProtocolError {
-    let code = match e {
-        EngineError::EmptyName | EngineError::DuplicateBackend(_) => ErrorCode::MalformedRequest,
-        EngineError::AlreadyInPool(_) => ErrorCode::KeyAlreadyExists,
-        EngineError::UnknownBackend(_) | EngineError::NoPosition(_) => ErrorCode::KeyDoesNotExist,
-        EngineError::NoActiveConnection(_) => ErrorCode::PreconditionFailed,
-    };
-    ProtocolError::new(code, e.to_string())
 }
 
 #[cfg(test)]
@@ -303,6 +259,21 @@ mod tests {
         assert_eq!(
             replies[5]["active_connections"],
             serde_json::json!({"api-1":1,"api-2":1,"api-3":1})
+        );
+    }
+
+    #[test]
+    fn replies_are_compact_with_counts_in_pool_order() {
+        let mut node = Node::new();
+        let mut out = Vec::new();
+        node.handle(
+            br#"{"src":"c","dest":"lb","body":{"type":"http_request","msg_id":4,"active_connections":{"z":2,"a":0}}}"#,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"src\":\"lb\",\"dest\":\"c\",\"body\":{\"type\":\"http_response\",\"in_reply_to\":4,\"status\":200,\"backend\":\"a\",\"active_connections\":{\"z\":2,\"a\":1}}}\n"
         );
     }
 

@@ -5,7 +5,9 @@
 //! carrying it.
 
 use leastconn::event_loop::{run, Options};
+use leastconn::message;
 use leastconn::protocol;
+use leastconn::protocol::fields::{Fields, Precise};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -25,9 +27,21 @@ impl std::io::Read for Pieces<'_> {
 }
 
 fn run_raw(input: impl std::io::Read, max_message_size: usize) -> (Vec<u8>, Vec<u8>) {
+    run_with(input, max_message_size, true)
+}
+
+/// Runs the loop, with or without the one-pass read.
+fn run_with(
+    input: impl std::io::Read,
+    max_message_size: usize,
+    one_pass: bool,
+) -> (Vec<u8>, Vec<u8>) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    run(input, &mut out, &mut err, &Options { max_message_size })
-        .expect("in-memory I/O cannot fail");
+    let options = Options {
+        max_message_size,
+        one_pass,
+    };
+    run(input, &mut out, &mut err, &options).expect("in-memory I/O cannot fail");
     (out, err)
 }
 
@@ -159,6 +173,22 @@ fn check_replies(input: &[u8], replies: &[Value]) {
             }
         }
         previous_complete = serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+    }
+}
+
+/// A value that one-pass and precise parses both accept for `key`.
+fn valid_value(key: &str) -> &'static str {
+    match key {
+        "type" => "\"stats\"",
+        "msg_id" | "seed" | "weight" | "max_connections" | "duration_ms" => "1",
+        "active_connections" => "{\"a\":1}",
+        "backends" => "[\"a\"]",
+        "node_ids" => "[\"n\"]",
+        "explain" | "ok" | "healthy" => "true",
+        "algorithm" => "\"random\"",
+        "tie_break" => "\"random\"",
+        "counts" => "\"all\"",
+        _ => "\"a\"",
     }
 }
 
@@ -332,15 +362,54 @@ proptest! {
             apply_damage(&mut lines, d);
         }
         for line in &lines {
-            let Some((fast, len)) = protocol::parse_fast_prefix(line, line.len()) else { continue };
+            let Some((to, mut fields, len)) = protocol::read_one_pass(line, line.len()) else { continue };
+            let (fast_id, fast) = message::parse(&mut *fields);
+            let Ok(fast) = fast else { continue };
             // The same bytes, through the precise parse.
-            let envelope = protocol::parse_envelope(&line[..len]).expect("the precise parse accepts it too");
-            let body = protocol::parse_body(envelope.body);
-            prop_assert_eq!((&*fast.src, &*fast.dest), (&*envelope.src, &*envelope.dest));
-            prop_assert_eq!(fast.msg_id, body.msg_id);
-            let precise = body.request.expect("the precise parse accepts it too");
-            prop_assert_eq!(format!("{:?}", fast.request), format!("{:?}", precise));
+            let (precise_to, body) = protocol::read_envelope(&line[..len]).expect("the precise parse accepts it too");
+            let mut body = protocol::read_body(body).map_err(|(_, e)| e).expect("the precise parse reads the body too");
+            let (precise_id, precise) = message::parse(&mut body);
+            prop_assert_eq!((&*to.src, &*to.dest), (&*precise_to.src, &*precise_to.dest));
+            prop_assert_eq!(fast_id, precise_id);
+            let precise = precise.expect("the precise parse accepts it too");
+            prop_assert_eq!(format!("{:?}", fast), format!("{:?}", precise));
         }
+        // And whole runs: the same replies and diagnostics either way.
+        let input = lines.join(&b'\n');
+        prop_assert_eq!(run_with(&input[..], 1 << 20, true), run_with(&input[..], 1 << 20, false));
+    }
+
+    #[test]
+    fn a_repeated_field_any_field_is_refused_alike_by_both_parses(
+        fields in prop::sample::subsequence(Fields::<Precise>::KEYS.to_vec(), 0..Fields::<Precise>::KEYS.len()),
+        repeated in prop::sample::select(Fields::<Precise>::KEYS.to_vec()),
+        kind in prop::sample::select(message::MESSAGE_TYPES.to_vec()),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut keys: Vec<&str> = fields.into_iter().filter(|k| *k != "type" && *k != "msg_id").collect();
+        keys.insert(at.index(keys.len() + 1), repeated);
+        keys.push(repeated);
+        let members: Vec<String> = keys
+            .iter()
+            .map(|key| format!("\"{key}\":{}", valid_value(key)))
+            .collect();
+        let mut body = format!("{{\"type\":\"{kind}\",\"msg_id\":7");
+        for member in &members {
+            body.push(',');
+            body.push_str(member);
+        }
+        body.push('}');
+        let input = format!("{{\"src\":\"c\",\"dest\":\"lb\",\"body\":{body}}}\n");
+        let one_pass = run_with(input.as_bytes(), 1 << 20, true);
+        let precise = run_with(input.as_bytes(), 1 << 20, false);
+        prop_assert_eq!(&one_pass, &precise);
+        let reply: Value = serde_json::from_slice(&one_pass.0).expect("one reply");
+        prop_assert_eq!(&reply["body"]["type"], "error", "{}", input);
+        prop_assert_eq!(&reply["body"]["code"], 12);
+        let in_reply_to = (repeated != "msg_id").then_some(7);
+        prop_assert_eq!(reply["body"]["in_reply_to"].as_u64(), in_reply_to);
+        let text = reply["body"]["text"].as_str().unwrap_or_default();
+        prop_assert!(text.contains(&format!("duplicate field `{repeated}`")), "{}", text);
     }
 
     #[test]

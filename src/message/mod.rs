@@ -1,0 +1,234 @@
+//! The messages the node answers: one module per message type, each with
+//! its parse, what it does to the node, and its reply.
+//!
+//! Adding a message type means adding its module, with a type that
+//! implements [`Message`], and one line to the table at the `messages!`
+//! call below.
+
+use crate::engine::EngineError;
+use crate::node::Node;
+use crate::protocol::fields::{self, short_name, Fields, Repr};
+use crate::protocol::write::{key, WriteJson};
+use crate::protocol::{Addresses, ErrorCode, MsgId, ProtocolError};
+
+/// One message type.
+pub trait Message<'a>: Sized {
+    /// The `type` that names it.
+    const TYPE: &'static str;
+    /// The `type` of its reply.
+    const REPLY: &'static str;
+    /// What applying it did, as its reply needs to know.
+    type Outcome;
+
+    /// Checks the body's fields, in a fixed order, so that the first
+    /// problem is the one reported.
+    fn parse<R: Repr<'a>>(fields: &mut Fields<'a, R>) -> Result<Self, ProtocolError>;
+
+    /// Does what the message asks. A refusal must leave the node exactly as
+    /// it was.
+    fn apply(self, node: &mut Node) -> Result<Self::Outcome, ProtocolError>;
+
+    /// Writes the reply's members after `type` and `in_reply_to`, each
+    /// starting with its comma.
+    fn reply(outcome: Self::Outcome, node: &Node, out: &mut Vec<u8>);
+}
+
+/// Declares the message types: their modules, the [`Request`] enum with a
+/// variant each, the list of their names, and the dispatch by `type`.
+macro_rules! messages {
+    (for<$a:lifetime> $( $module:ident :: $name:ident $(<$lt:lifetime>)? ),* $(,)?) => {
+        $( pub mod $module; )*
+
+        /// A parsed request: one variant per message type.
+        #[derive(Debug)]
+        pub enum Request<$a> {
+            $( $name($module::$name $(<$lt>)?), )*
+        }
+
+        /// The message types this node answers, for error texts.
+        pub const MESSAGE_TYPES: &[&str] = &[$( <$module::$name as Message>::TYPE ),*];
+
+        impl<$a> Request<$a> {
+            /// Parses the fields as the message `kind` names.
+            fn parse_as<R: Repr<$a>>(
+                kind: &str,
+                fields: &mut Fields<$a, R>,
+            ) -> Option<Result<Self, ProtocolError>> {
+                $(
+                    if kind == <$module::$name as Message>::TYPE {
+                        return Some(Message::parse(fields).map(Request::$name));
+                    }
+                )*
+                None
+            }
+
+            /// Applies the request and writes its reply.
+            fn answer(self, node: &mut Node, to: &Addresses<'_>, msg_id: Option<MsgId>, out: &mut Vec<u8>) {
+                match self {
+                    $( Request::$name(message) => respond(message, node, to, msg_id, out), )*
+                }
+            }
+        }
+    };
+}
+
+messages! { for<'a>
+    init::Init<'a>,
+    http_request::HttpRequest<'a>,
+    request_complete::RequestComplete<'a>,
+    add_backend::AddBackend<'a>,
+    remove_backend::RemoveBackend<'a>,
+    set_backend::SetBackend<'a>,
+    stats::Stats,
+}
+
+/// Parses a body's fields into a request: its `msg_id` (when valid, so
+/// that even a refusal says what it answers) and the request or why it is
+/// refused.
+pub fn parse<'a, R: Repr<'a>>(
+    fields: &mut Fields<'a, R>,
+) -> (Option<MsgId>, Result<Request<'a>, ProtocolError>) {
+    match fields.msg_id.take().map(|id| fields::msg_id(R::raw(id))) {
+        Some(Err(e)) => (None, Err(e)),
+        Some(Ok(id)) => (Some(id), parse_request(fields)),
+        None => (None, parse_request(fields)),
+    }
+}
+
+fn parse_request<'a, R: Repr<'a>>(
+    fields: &mut Fields<'a, R>,
+) -> Result<Request<'a>, ProtocolError> {
+    let Some(kind) = fields.kind.take() else {
+        return Err(ProtocolError::malformed(
+            "the body has no \"type\"; every message body needs one, such as \"http_request\"",
+        ));
+    };
+    let kind = R::text(kind, "type")?;
+    Request::parse_as(&kind, fields).unwrap_or_else(|| {
+        Err(ProtocolError::new(
+            ErrorCode::NotSupported,
+            format!(
+                "unknown message type {kind:?}; this node answers {}",
+                MESSAGE_TYPES.join(", ")
+            ),
+        ))
+    })
+}
+
+/// Answers one message: applies the request, or its refusal, and writes
+/// exactly one reply line.
+pub fn answer(
+    node: &mut Node,
+    to: &Addresses<'_>,
+    msg_id: Option<MsgId>,
+    request: Result<Request<'_>, ProtocolError>,
+    out: &mut Vec<u8>,
+) {
+    node.begin_message();
+    match request {
+        Ok(request) => request.answer(node, to, msg_id, out),
+        Err(e) => refuse(e, node, to, msg_id, out),
+    }
+}
+
+fn respond<'a, M: Message<'a>>(
+    message: M,
+    node: &mut Node,
+    to: &Addresses<'_>,
+    msg_id: Option<MsgId>,
+    out: &mut Vec<u8>,
+) {
+    match message.apply(node) {
+        Ok(outcome) => {
+            node.end_message();
+            head(node, to, msg_id, M::REPLY, out);
+            M::reply(outcome, node, out);
+            out.raw(b"}}\n");
+        }
+        Err(e) => refuse(e, node, to, msg_id, out),
+    }
+}
+
+fn refuse(
+    e: ProtocolError,
+    node: &Node,
+    to: &Addresses<'_>,
+    msg_id: Option<MsgId>,
+    out: &mut Vec<u8>,
+) {
+    head(node, to, msg_id, "error", out);
+    out.raw(key!("code"));
+    out.u64(e.code as u64);
+    out.raw(key!("text"));
+    out.str(&e.text);
+    out.raw(b"}}\n");
+}
+
+/// Writes a reply up to its body's `type` and `in_reply_to`.
+fn head(node: &Node, to: &Addresses<'_>, msg_id: Option<MsgId>, kind: &str, out: &mut Vec<u8>) {
+    out.raw(b"{\"src\":");
+    out.str(node.id().unwrap_or(&to.dest));
+    out.raw(key!("dest"));
+    out.str(&to.src);
+    out.raw(b",\"body\":{\"type\":");
+    out.str(kind);
+    match msg_id {
+        Some(MsgId::Unsigned(n)) => {
+            out.raw(key!("in_reply_to"));
+            out.u64(n);
+        }
+        Some(MsgId::Negative(n)) => {
+            out.raw(key!("in_reply_to"));
+            out.i64(n);
+        }
+        None => {}
+    }
+}
+
+/// The protocol error for an operation the engine refused.
+pub fn refusal(e: EngineError) -> ProtocolError {
+    let (code, text) = match &e {
+        EngineError::EmptyName => (ErrorCode::MalformedRequest, e.to_string()),
+        EngineError::DuplicateBackend(name) => (
+            ErrorCode::MalformedRequest,
+            format!("backend {} is listed more than once", short_name(name)),
+        ),
+        EngineError::AlreadyInPool(name) => (
+            ErrorCode::KeyAlreadyExists,
+            format!("backend {} is already in the pool", short_name(name)),
+        ),
+        EngineError::UnknownBackend(name) => (
+            ErrorCode::KeyDoesNotExist,
+            format!("backend {} is not in the pool", short_name(name)),
+        ),
+        EngineError::NoPosition(_) => (ErrorCode::KeyDoesNotExist, e.to_string()),
+        EngineError::NoActiveConnection(name) => (
+            ErrorCode::PreconditionFailed,
+            format!(
+                "backend {} has no active connections, so there is nothing to complete",
+                short_name(name)
+            ),
+        ),
+    };
+    ProtocolError::new(code, text)
+}
+
+/// The `backend` a message about one backend names.
+fn backend_field<'a, R: Repr<'a>>(
+    backend: Option<R::Str>,
+    missing: &str,
+) -> Result<std::borrow::Cow<'a, str>, ProtocolError> {
+    let Some(backend) = backend else {
+        return Err(ProtocolError::malformed(missing));
+    };
+    R::text(backend, "backend")
+}
+
+/// The reply members of a message about one backend: its name and the
+/// counts.
+fn backend_reply(backend: &str, node: &Node, out: &mut Vec<u8>) {
+    out.raw(key!("backend"));
+    out.str(backend);
+    out.raw(key!("active_connections"));
+    node.write_counts(out);
+}
