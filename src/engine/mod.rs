@@ -25,6 +25,11 @@ pub use select::{Algorithm, Candidate, Explanation, Ineligible, Score, Tie, TieB
 /// another connection, so it is treated as full rather than allowed to wrap.
 pub const MAX_COUNT: u64 = u64::MAX;
 
+/// The longest duration a completion may report, in milliseconds: with
+/// every one of 2^64 completions at this, a backend's total still fits in
+/// an `f64`, so its mean is always a number.
+pub const MAX_DURATION_MS: f64 = 1e288;
+
 /// The seed used when none is given, so that runs are reproducible unless
 /// told otherwise.
 pub const DEFAULT_SEED: u64 = 0x6C65_6173_7463_6F6E; // "leastcon"
@@ -417,7 +422,9 @@ impl Pool {
 
     /// Records that a request on the named backend has finished: its count
     /// drops by one. `ok` is false for a failed request; `duration_ms`, if
-    /// known, joins the backend's mean. Returns the backend's position.
+    /// known, joins the backend's mean (limited to 0 to
+    /// [`MAX_DURATION_MS`]; not a number counts as unknown). Returns the
+    /// backend's position.
     pub fn complete(
         &mut self,
         name: &str,
@@ -453,8 +460,8 @@ impl Pool {
         if !ok {
             stats.failed += 1;
         }
-        if let Some(ms) = duration_ms {
-            stats.duration_sum_ms += ms;
+        if let Some(ms) = duration_ms.filter(|ms| !ms.is_nan()) {
+            stats.duration_sum_ms += ms.clamp(0.0, MAX_DURATION_MS);
             stats.duration_count += 1;
         }
         self.tree.update(&self.backends, index);

@@ -624,6 +624,20 @@ fn statistics_count_picks_completions_failures_and_durations() {
 }
 
 #[test]
+fn durations_out_of_range_cannot_make_the_mean_unknown() {
+    let mut p = pool(&["a"]);
+    picks(&mut p, 4);
+    p.complete("a", true, Some(f64::MAX)).unwrap();
+    p.complete("a", true, Some(f64::INFINITY)).unwrap();
+    p.complete("a", true, Some(-5.0)).unwrap();
+    // Not a number: the duration is unknown, the completion still counts.
+    p.complete("a", true, Some(f64::NAN)).unwrap();
+    let a = p.get("a").unwrap().stats();
+    assert_eq!(a.completed, 4);
+    assert_eq!(a.mean_duration_ms(), Some(2.0 * MAX_DURATION_MS / 3.0));
+}
+
+#[test]
 fn explanations_show_every_candidate_and_the_tie() {
     let mut p = pool_with(
         &[spec("a", 2), spec("b", 1), spec("c", 1), spec("d", 0)],

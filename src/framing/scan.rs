@@ -234,13 +234,27 @@ impl Framer {
             self.newline(index);
             return Step::Next;
         }
-        if state == Top && index == 0 && self.base == 0 && byte == BOM[0] {
-            // A byte-order mark at the start of the input is not content.
-            if self.buf[..self.end].starts_with(BOM) {
+        if state == Top && byte == BOM[0] {
+            let rest = &self.buf[index..self.end];
+            if rest.starts_with(BOM) {
                 self.pos += BOM.len() - 1;
-                return Step::Next;
+                if index == 0 && self.base == 0 {
+                    // A byte-order mark at the start of the input is not
+                    // content.
+                    return Step::Next;
+                }
+                // Where two files were joined, only this mark is in the
+                // way: the message after it is read.
+                self.pos += 1;
+                return Step::Skip(Skipped {
+                    at: self.position_of(index),
+                    reason: "a byte-order mark (EF BB BF) in the middle of the input, \
+                             where only its start may have one: were two files joined? \
+                             Skipped the mark"
+                        .into(),
+                });
             }
-            if BOM.starts_with(&self.buf[..self.end]) && !self.at_eof {
+            if BOM.starts_with(rest) && !self.at_eof {
                 return Step::Wait;
             }
         }
@@ -378,7 +392,16 @@ impl Framer {
                 None => Step::Again,
             };
         }
-        let found = describe_byte(byte);
+        let rest = &self.buf[index..self.end];
+        if MARKS
+            .iter()
+            .any(|mark| mark.len() > rest.len() && mark.starts_with(rest))
+            && !self.at_eof
+        {
+            // Whether this is a byte-order mark depends on bytes to come.
+            return Step::Wait;
+        }
+        let found = describe_byte(byte, rest);
         let start_note = match started {
             Some(s) if s.line != at.line => {
                 format!(" in the message that starts on line {}", s.line)
@@ -441,11 +464,26 @@ fn is_value_start(byte: u8) -> bool {
     )
 }
 
-fn describe_byte(byte: u8) -> String {
+/// The byte-order marks of UTF-8 and UTF-16, which name a likely cause.
+const MARKS: [&[u8]; 3] = [BOM, b"\xFF\xFE", b"\xFE\xFF"];
+
+/// What an unexpected byte is, with what likely put it there; `rest` is
+/// the input from it on.
+fn describe_byte(byte: u8, rest: &[u8]) -> String {
+    const UTF16: &str = "the input looks like UTF-16, and leastconn reads UTF-8: \
+                         convert it first, for instance with iconv -f UTF-16 -t UTF-8";
     match byte {
         b'\n' => "the end of the line".into(),
-        0 => "a NUL byte".into(),
+        0 => "a NUL byte (if the input is UTF-16, convert it to UTF-8 first, \
+              for instance with iconv -f UTF-16 -t UTF-8)"
+            .into(),
         0x20..=0x7e => format!("'{}'", byte as char),
+        _ if rest.starts_with(BOM) => "a byte-order mark (EF BB BF), which only the start \
+                                       of the input may have (were two files joined?)"
+            .into(),
+        _ if rest.starts_with(b"\xFF\xFE") || rest.starts_with(b"\xFE\xFF") => {
+            format!("a UTF-16 byte-order mark ({UTF16})")
+        }
         _ => format!("byte 0x{byte:02X}"),
     }
 }

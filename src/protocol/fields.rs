@@ -16,7 +16,7 @@
 //! one-pass read declines it.
 
 use super::{ErrorCode, MsgId, ProtocolError};
-use crate::engine::MAX_COUNT;
+use crate::engine::{MAX_COUNT, MAX_DURATION_MS};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -295,7 +295,7 @@ object_fields! {
 
 /// What an error text says of an unpaired surrogate escape.
 const UNPAIRED: &str =
-    "an unpaired surrogate escape, which is no character: a name must be valid Unicode";
+    "an unpaired surrogate escape, which is no character: text must be valid Unicode";
 
 // ---------------------------------------------------------------------------
 // Checks shared by both parses
@@ -438,13 +438,18 @@ pub fn seed(raw: &RawValue) -> Result<u64, ProtocolError> {
         })
 }
 
-/// `duration_ms`: a finite number of milliseconds, 0 or more.
+/// `duration_ms`: a number of milliseconds, from 0 to
+/// [`MAX_DURATION_MS`], so that no backend's total can overflow.
 pub fn duration_ms(raw: &RawValue) -> Result<f64, ProtocolError> {
     let value = serde_json::from_str::<f64>(raw.get())
         .ok()
         .filter(|_| kind_of(raw) == "a number");
     match value {
-        Some(ms) if ms >= 0.0 && ms.is_finite() => Ok(ms),
+        Some(ms) if (0.0..=MAX_DURATION_MS).contains(&ms) => Ok(ms),
+        Some(ms) if ms > MAX_DURATION_MS => Err(ProtocolError::malformed(format!(
+            "\"duration_ms\" of {} is too long: at most {MAX_DURATION_MS:e} milliseconds, so that a backend's total cannot overflow",
+            quoted(raw.get())
+        ))),
         _ => Err(ProtocolError::malformed(format!(
             "\"duration_ms\" must be a number of milliseconds, 0 or more, found {}",
             found(raw)
@@ -597,7 +602,7 @@ mod tests {
         let e = string("backend", raw(r#""\ud800""#)).unwrap_err();
         assert_eq!(
             e.text,
-            "\"backend\" contains \\ud800, an unpaired surrogate escape, which is no character: a name must be valid Unicode"
+            "\"backend\" contains \\ud800, an unpaired surrogate escape, which is no character: text must be valid Unicode"
         );
         let e = string("backend", raw("7")).unwrap_err();
         assert_eq!(e.text, "\"backend\" must be a string, found a number");
