@@ -6,13 +6,13 @@
 //! The smaller classes are fixtures under `fixtures/framing/` and
 //! `fixtures/errors/`.
 
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_leastconn");
+use common::{peak_kib, Running, BIN, TIMEOUT};
+use serde_json::Value;
+use std::io::Write;
+use std::process::{ChildStdin, Command};
+
 const MIB: usize = 1024 * 1024;
 
 /// A message whose reply proves that everything sent before it was read.
@@ -30,59 +30,40 @@ struct Outcome {
 /// Runs the node, lets `feed` write its input, then sends the sentinel,
 /// waits for its reply, reads the peak memory, and closes the input.
 fn run(args: &[&str], feed: impl FnOnce(&mut ChildStdin)) -> Outcome {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut replies = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("stdout is UTF-8");
-            let reply: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"));
-            if reply["body"]["in_reply_to"] == 424242 {
-                let _ = tx.send(());
-            }
-            replies.push(reply);
-        }
-        replies
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let mut node = Running::start(args);
+    let mut stdin = node.child.stdin.take().unwrap();
+    let lines = common::lines(node.child.stdout.take().unwrap());
+    let stderr = common::read_all(node.child.stderr.take().unwrap());
     feed(&mut stdin);
     stdin.write_all(SENTINEL).unwrap();
     stdin.flush().unwrap();
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the sentinel is answered");
-    let peak_kib = peak_kib(child.id());
+    let mut replies = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(TIMEOUT)
+            .expect("the sentinel is answered");
+        let reply: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"));
+        let sentinel = reply["body"]["in_reply_to"] == 424242;
+        replies.push(reply);
+        if sentinel {
+            break;
+        }
+    }
+    let peak_kib = peak_kib(node.child.id());
     eprintln!("peak resident memory: {peak_kib} KiB");
     drop(stdin);
-    let status = child.wait().unwrap().code();
+    let status = node.wait(TIMEOUT);
+    replies.extend(lines.iter().map(|line| {
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"))
+    }));
     Outcome {
-        replies: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
+        replies,
+        stderr: String::from_utf8(stderr.join().unwrap()).expect("stderr is UTF-8"),
         status,
         peak_kib,
     }
-}
-
-fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
 
 fn line(body: &str) -> Vec<u8> {
@@ -274,7 +255,7 @@ fn standard_output_closed_early_is_quiet_and_exits_0() {
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "\"{BIN}\" < \"{}\" | head -1; echo \"node exit ${{PIPESTATUS[0]}}\"",
+            "timeout 60 \"{BIN}\" < \"{}\" | head -1; echo \"node exit ${{PIPESTATUS[0]}}\"",
             input.display()
         ))
         .output()
@@ -294,7 +275,10 @@ fn standard_output_closed_early_is_quiet_and_exits_0() {
 
 #[test]
 fn standard_input_closed_or_an_empty_pipe() {
-    for script in [format!("\"{BIN}\" <&-"), format!("true | \"{BIN}\"")] {
+    for script in [
+        format!("timeout 60 \"{BIN}\" <&-"),
+        format!("true | timeout 60 \"{BIN}\""),
+    ] {
         let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{script}");
         assert!(out.stdout.is_empty(), "{script}");

@@ -1,38 +1,20 @@
 //! The binary as users run it: interactively, in pipelines, with bad
 //! arguments.
 
+mod common;
+
+use common::{Running, BIN, TIMEOUT};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_leastconn");
-
-fn node() -> std::process::Child {
-    Command::new(BIN)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts")
-}
 
 #[test]
 fn an_interactive_client_gets_each_reply_before_sending_the_next() {
-    let mut child = node();
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read replies on a thread so that a missing flush shows as a timeout,
-    // not a hang.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let mut node = Running::start(&[]);
+    let mut stdin = node.child.stdin.take().unwrap();
+    // A missing flush shows as a timeout, not a hang.
+    let rx = common::lines(node.child.stdout.take().unwrap());
     let requests = [
         r#"{"src":"c","dest":"lb","body":{"type":"init","msg_id":1,"backends":["a","b"]}}"#,
         r#"{"src":"c","dest":"lb","body":{"type":"http_request","msg_id":2}}"#,
@@ -49,24 +31,12 @@ fn an_interactive_client_gets_each_reply_before_sending_the_next() {
         assert_eq!(reply["body"]["in_reply_to"], i + 1, "{line}");
     }
     drop(stdin);
-    assert!(child.wait().unwrap().success());
+    assert_eq!(node.wait(TIMEOUT), Some(0));
 }
 
 fn run_with_input(input: &[u8], args: &[&str]) -> (String, String, Option<i32>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.code(),
-    )
+    let out = common::run(args, input);
+    (out.stdout_text().to_owned(), out.stderr, out.status)
 }
 
 #[test]
@@ -122,10 +92,10 @@ fn empty_input_ends_at_once_and_quietly() {
 
 #[test]
 fn a_closed_stdout_ends_the_node_quietly_with_status_0() {
-    let mut child = node();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
+    let mut node = Running::start(&[]);
+    let mut stdin = node.child.stdin.take().unwrap();
+    let mut stdout = node.child.stdout.take().unwrap();
+    let mut stderr = node.child.stderr.take().unwrap();
     let request = b"{\"src\":\"c\",\"dest\":\"lb\",\"body\":{\"type\":\"http_request\",\"msg_id\":1,\"active_connections\":{\"a\":0}}}\n";
     stdin.write_all(request).unwrap();
     stdin.flush().unwrap();
@@ -140,11 +110,11 @@ fn a_closed_stdout_ends_the_node_quietly_with_status_0() {
             }
         }
     });
-    let status = child.wait().unwrap();
+    let status = node.wait(TIMEOUT);
     let _ = writer.join();
     let mut err = String::new();
     stderr.read_to_string(&mut err).unwrap();
-    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert_eq!(status, Some(0), "stderr: {err}");
     assert_eq!(err, "", "no panic text or error on a closed stdout");
 }
 

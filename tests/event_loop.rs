@@ -11,20 +11,9 @@ use leastconn::protocol::fields::{Fields, Precise};
 use proptest::prelude::*;
 use serde_json::Value;
 
-/// Hands out its bytes at most `piece` at a time, as a pipe may.
-struct Pieces<'a> {
-    data: &'a [u8],
-    piece: usize,
-}
+mod common;
 
-impl std::io::Read for Pieces<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.piece.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
+use common::Pieces;
 
 fn run_raw(input: impl std::io::Read, max_message_size: usize) -> (Vec<u8>, Vec<u8>) {
     run_with(input, max_message_size, true)

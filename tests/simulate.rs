@@ -6,11 +6,12 @@
 //! replication means seen at these sizes, so a change of seed would not
 //! fail them, while a wrong model would.
 
+mod common;
+
+use common::tempdir;
 use leastconn::sim::{self, Report, Settings};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// One algorithm, at the tests' seed.
 fn settings(algorithm: &str) -> Settings {
@@ -285,28 +286,12 @@ fn bursts_fan_out_under_least_connections() {
 
 // --- the command line -------------------------------------------------------
 
-fn leastconn(args: &[&str], input: Option<&[u8]>) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leastconn"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.unwrap_or_default().to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().expect("the binary finishes");
-    writer.join().expect("writer").expect("input written");
-    output
+fn leastconn(args: &[&str], input: Option<&[u8]>) -> common::Output {
+    common::run(args, input.unwrap_or_default())
 }
 
-fn json_of(output: &std::process::Output) -> Value {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn json_of(output: &common::Output) -> Value {
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
     serde_json::from_slice(&output.stdout).expect("one JSON document")
 }
 
@@ -432,8 +417,8 @@ fn bad_settings_exit_2_with_a_reason() {
         (&["--frobnicate"], "unknown argument"),
     ] {
         let output = leastconn(&[&["simulate"], args].concat(), None);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = &output.stderr;
+        assert_eq!(output.status, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty());
     }
@@ -446,7 +431,7 @@ fn the_table_and_help_say_what_they_measure() {
         None,
     );
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success());
+    assert!(output.status == Some(0));
     for text in [
         "10 backends of speed 1",
         "algorithm",
@@ -505,7 +490,7 @@ fn charts_are_written_for_every_algorithm() {
         ],
         None,
     );
-    assert!(output.status.success());
+    assert!(output.status == Some(0));
     let cdf = std::fs::read_to_string(out.join("latency-cdf.svg")).expect("cdf chart");
     assert_eq!(cdf.matches("<polyline").count(), 4);
     for algorithm in [
@@ -564,7 +549,7 @@ fn transcript_replays_exactly(extra: &[&str]) {
     assert_eq!(message_request.len(), 3000);
 
     let output = leastconn(&[], Some(&transcript));
-    assert!(output.status.success() && output.stderr.is_empty());
+    assert!(output.status == Some(0) && output.stderr.is_empty());
     let mut served = HashMap::<String, u64>::new();
     let mut refused = 0;
     let mut replies = 0;
@@ -659,11 +644,4 @@ fn transcripts_reproduce_round_robin_and_random() {
             "3,1,1,1,1,1,1,1,1,1",
         ]);
     }
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("leastconn-simulate-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
-    dir
 }

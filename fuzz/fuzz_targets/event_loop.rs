@@ -9,20 +9,11 @@ use leastconn::event_loop::{run, Options};
 use libfuzzer_sys::fuzz_target;
 use std::io::Read;
 
-/// Hands out its bytes at most `piece` at a time.
-struct Pieces<'a> {
-    data: &'a [u8],
-    piece: usize,
-}
+// The integration tests' reader that hands out input in small pieces.
+#[path = "../../tests/common/pieces.rs"]
+mod pieces;
 
-impl Read for Pieces<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.piece.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
+use pieces::Pieces;
 
 fn replay(input: impl Read, one_pass: bool) -> (Vec<u8>, Vec<u8>) {
     let options = Options {
