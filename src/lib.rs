@@ -42,6 +42,9 @@
 //!     [`sim::stats`] histogram, spread and confidence intervals,
 //!     [`sim::report`] table and JSON, [`sim::svg`] charts,
 //!     [`sim::transcript`] the node's input.
+//! - `names`: the `named_enum!` macro that declares an enum with the
+//!   names it goes by on the command line, in scenario files and on the
+//!   wire (parsing, printing, serde), once for every such enum.
 //! - [`fixture`]: recorded cases (input bytes, expected messages) replayed
 //!   against the binary, for `leastconn replay` and the test suite.
 #![forbid(unsafe_code)]
@@ -51,6 +54,7 @@ pub mod engine;
 pub mod event_loop;
 pub mod fixture;
 pub mod framing;
+pub(crate) mod names;
 pub mod node;
 pub mod protocol;
 pub mod sim;

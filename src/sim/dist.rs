@@ -5,7 +5,7 @@
 //! in 1 ÷ `s` on average.
 
 use crate::engine::rng::Rng;
-use crate::engine::select::{lookup, name_of};
+use crate::names::named_enum;
 use std::fmt;
 
 /// The distribution of request sizes, each with mean 1.
@@ -152,29 +152,17 @@ fn normal(rng: &mut Rng) -> f64 {
     radius * (std::f64::consts::TAU * rng.next_f64()).cos()
 }
 
-/// How arrival times are spaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arrivals {
-    /// A Poisson process: independent exponential gaps.
-    Poisson,
-    /// Exactly equal gaps, starting at time 0.
-    Regular,
+named_enum! {
+    /// How arrival times are spaced.
+    pub enum Arrivals("arrivals") {
+        /// A Poisson process: independent exponential gaps.
+        Poisson = "poisson",
+        /// Exactly equal gaps, starting at time 0.
+        Regular = "regular",
+    }
 }
 
 impl Arrivals {
-    pub const NAMES: &'static [(&'static str, Arrivals)] = &[
-        ("poisson", Arrivals::Poisson),
-        ("regular", Arrivals::Regular),
-    ];
-
-    pub fn from_name(name: &str) -> Option<Arrivals> {
-        lookup(Self::NAMES, name)
-    }
-
-    pub fn name(self) -> &'static str {
-        name_of(Self::NAMES, self)
-    }
-
     /// The gap before the next arrival (or group of arrivals), for a mean
     /// gap of `mean`.
     pub fn gap(self, mean: f64, rng: &mut Rng) -> f64 {

@@ -2,37 +2,22 @@
 //! flags, merged (flags win) and checked into a [`Scenario`].
 
 use super::dist::{Arrivals, Service};
-use crate::engine::select::{lookup, name_of};
 use crate::engine::{Algorithm, TieBreak, DEFAULT_SEED};
+use crate::names::named_enum;
 use serde::Deserialize;
 use std::fmt;
 
-/// How a backend serves the requests it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Discipline {
-    /// One request at a time, the rest wait in order (classic queueing).
-    Fifo,
-    /// All at once, sharing the backend's speed equally (a web server
-    /// serving its connections concurrently).
-    Ps,
-    /// Each request takes its own time whatever the load (an infinite
-    /// server).
-    Delay,
-}
-
-impl Discipline {
-    pub const NAMES: &'static [(&'static str, Discipline)] = &[
-        ("fifo", Discipline::Fifo),
-        ("ps", Discipline::Ps),
-        ("delay", Discipline::Delay),
-    ];
-
-    pub fn from_name(name: &str) -> Option<Discipline> {
-        lookup(Self::NAMES, name)
-    }
-
-    pub fn name(self) -> &'static str {
-        name_of(Self::NAMES, self)
+named_enum! {
+    /// How a backend serves the requests it holds.
+    pub enum Discipline("discipline") {
+        /// One request at a time, the rest wait in order (classic queueing).
+        Fifo = "fifo",
+        /// All at once, sharing the backend's speed equally (a web server
+        /// serving its connections concurrently).
+        Ps = "ps",
+        /// Each request takes its own time whatever the load (an infinite
+        /// server).
+        Delay = "delay",
     }
 }
 
@@ -136,12 +121,7 @@ impl Settings {
         }
         let discipline = match self.discipline.as_deref() {
             None => Discipline::Fifo,
-            Some(name) => Discipline::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown discipline {name:?}; one of {}",
-                    one_of(Discipline::NAMES)
-                )
-            })?,
+            Some(name) => name.parse()?,
         };
         let service = match self.service.as_deref() {
             None => Service::Exp,
@@ -149,12 +129,7 @@ impl Settings {
         };
         let arrivals = match self.arrivals.as_deref() {
             None => Arrivals::Poisson,
-            Some(name) => Arrivals::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown arrivals {name:?}; one of {}",
-                    one_of(Arrivals::NAMES)
-                )
-            })?,
+            Some(name) => name.parse()?,
         };
         let capacity: f64 = speeds.iter().sum();
         let positive = |what: &str, v: f64| {
@@ -184,12 +159,7 @@ impl Settings {
             Some(names) => {
                 let mut list = Vec::new();
                 for name in names {
-                    let a = Algorithm::from_name(name.trim()).ok_or_else(|| {
-                        format!(
-                            "unknown algorithm {name:?}; one of {}",
-                            one_of(Algorithm::NAMES)
-                        )
-                    })?;
+                    let a: Algorithm = name.trim().parse()?;
                     if !list.contains(&a) {
                         list.push(a);
                     }
@@ -202,12 +172,7 @@ impl Settings {
         };
         let tie_break = match self.tie_break.as_deref() {
             None => TieBreak::default(),
-            Some(name) => TieBreak::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown tie-break {name:?}; one of {}",
-                    one_of(TieBreak::NAMES)
-                )
-            })?,
+            Some(name) => name.parse()?,
         };
         let balancers = self.balancers.unwrap_or(1);
         if !(1..=MAX_BALANCERS).contains(&balancers) {
@@ -352,12 +317,6 @@ impl fmt::Display for Scenario {
             self.seed
         )
     }
-}
-
-/// A name table's names, for an error message.
-fn one_of<T>(names: &[(&str, T)]) -> String {
-    let names: Vec<&str> = names.iter().map(|&(n, _)| n).collect();
-    names.join(", ")
 }
 
 /// A number with at most six decimals and no trailing zeros.
