@@ -281,14 +281,18 @@ fn parse_simulate<I: Iterator<Item = OsString>>(mut args: Args<I>) -> anyhow::Re
             "--max-connections" => {
                 flags.max_connections = Some(number(&flag, &args.value(&flag, inline)?)?)
             }
-            "--discipline" => flags.discipline = Some(args.value(&flag, inline)?),
-            "--service" => flags.service = Some(args.value(&flag, inline)?),
-            "--arrivals" => flags.arrivals = Some(args.value(&flag, inline)?),
+            "--discipline" => flags.discipline = Some(named(&flag, &args.value(&flag, inline)?)?),
+            "--service" => flags.service = Some(named(&flag, &args.value(&flag, inline)?)?),
+            "--arrivals" => flags.arrivals = Some(named(&flag, &args.value(&flag, inline)?)?),
             "--load" => flags.load = Some(number(&flag, &args.value(&flag, inline)?)?),
             "--rate" => flags.rate = Some(number(&flag, &args.value(&flag, inline)?)?),
             "--burst" => flags.burst = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--algorithms" => flags.algorithms = Some(list(&flag, &args.value(&flag, inline)?)?),
-            "--tie-break" => flags.tie_break = Some(args.value(&flag, inline)?),
+            "--algorithms" => {
+                let value = args.value(&flag, inline)?;
+                let names = value.split(',').map(|name| named(&flag, name.trim()));
+                flags.algorithms = Some(names.collect::<anyhow::Result<_>>()?)
+            }
+            "--tie-break" => flags.tie_break = Some(named(&flag, &args.value(&flag, inline)?)?),
             "--balancers" => flags.balancers = Some(number(&flag, &args.value(&flag, inline)?)?),
             "--sync" => flags.sync = Some(number(&flag, &args.value(&flag, inline)?)?),
             "--requests" => flags.requests = Some(number(&flag, &args.value(&flag, inline)?)?),
@@ -320,6 +324,12 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
         .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v < 1e19)
         .and_then(|v| format!("{v:.0}").parse().ok());
     whole.with_context(|| format!("{flag}: {text:?} is not a valid number here"))
+}
+
+/// A flag's value by name, with the name's own error.
+fn named<T: std::str::FromStr<Err = String>>(flag: &str, text: &str) -> anyhow::Result<T> {
+    text.parse()
+        .map_err(|e: String| anyhow::anyhow!("{flag}: {e}"))
 }
 
 /// A comma-separated list.
@@ -555,6 +565,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Algorithm;
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
@@ -633,7 +644,7 @@ mod tests {
         assert_eq!(sim.settings.requests, Some(1_000_000));
         assert_eq!(
             sim.settings.algorithms,
-            Some(vec!["round-robin".to_owned(), "random".to_owned()])
+            Some(vec![Algorithm::RoundRobin, Algorithm::Random])
         );
         assert_eq!(sim.settings.sync, Some(0.5));
         assert!(sim.json && sim.transcript.is_none());

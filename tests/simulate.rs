@@ -6,7 +6,7 @@
 //! replication means seen at these sizes, so a change of seed would not
 //! fail them, while a wrong model would.
 
-use leastconn::sim::{self, Report, Settings};
+use leastconn::sim::{self, Arrivals, Discipline, Report, Service, Settings};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 /// One algorithm, at the tests' seed.
 fn settings(algorithm: &str) -> Settings {
     Settings {
-        algorithms: Some(vec![algorithm.into()]),
+        algorithms: Some(vec![algorithm.parse().expect("an algorithm")]),
         ..settings_seed()
     }
 }
@@ -135,8 +135,8 @@ fn least_connections_is_join_the_shortest_queue() {
 #[test]
 fn the_disciplines_match_their_formulas() {
     let with = |discipline: &str, service: &str| Settings {
-        discipline: Some(discipline.into()),
-        service: Some(service.into()),
+        discipline: Some(discipline.parse().expect("a discipline")),
+        service: Some(service.parse().expect("a service")),
         ..classic("random", 10)
     };
     // M/D/1 (Pollaczek–Khinchine): 1 + 0.9 / (2 · 0.1) = 5.5.
@@ -242,9 +242,9 @@ fn bursts_fan_out_under_least_connections() {
     let idle = |algorithm: &str| {
         simulate(Settings {
             backends: Some(10),
-            discipline: Some("delay".into()),
-            service: Some("const".into()),
-            arrivals: Some("regular".into()),
+            discipline: Some(Discipline::Delay),
+            service: Some(Service::Const),
+            arrivals: Some(Arrivals::Regular),
             rate: Some(5.0), // a burst every 2 time units; each request takes 1
             burst: Some(10),
             requests: Some(1000),

@@ -146,6 +146,28 @@ impl fmt::Display for Service {
     }
 }
 
+impl std::str::FromStr for Service {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Service, String> {
+        Service::parse(text)
+    }
+}
+
+impl serde::Serialize for Service {
+    /// As written in a scenario file: `lognormal:1.15`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Service {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Service, D::Error> {
+        let text = String::deserialize(d)?;
+        Service::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A standard normal draw (Box–Muller, one of the pair).
 fn normal(rng: &mut Rng) -> f64 {
     let radius = (-2.0 * rng.next_f64().ln()).sqrt();
@@ -249,6 +271,22 @@ mod tests {
         ] {
             assert_eq!(Service::parse(text).unwrap().to_string(), text);
         }
+        assert_eq!(
+            serde_json::from_str::<Service>(r#""pareto:3""#).unwrap(),
+            Service::Pareto { alpha: 3.0 }
+        );
+        assert_eq!(
+            serde_json::to_string(&Service::Bimodal {
+                long: 0.2,
+                ratio: 5.0
+            })
+            .unwrap(),
+            r#""bimodal:0.2:5""#
+        );
+        assert!(serde_json::from_str::<Service>(r#""gamma""#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown service"));
         assert_eq!(
             Service::parse("lognormal").unwrap(),
             Service::Lognormal { sigma: 1.15 }

@@ -30,14 +30,14 @@ pub struct Settings {
     pub speeds: Option<Vec<f64>>,
     pub weights: Option<Vec<u64>>,
     pub max_connections: Option<u64>,
-    pub discipline: Option<String>,
-    pub service: Option<String>,
-    pub arrivals: Option<String>,
+    pub discipline: Option<Discipline>,
+    pub service: Option<Service>,
+    pub arrivals: Option<Arrivals>,
     pub load: Option<f64>,
     pub rate: Option<f64>,
     pub burst: Option<u64>,
-    pub algorithms: Option<Vec<String>>,
-    pub tie_break: Option<String>,
+    pub algorithms: Option<Vec<Algorithm>>,
+    pub tie_break: Option<TieBreak>,
     pub balancers: Option<u64>,
     pub sync: Option<f64>,
     pub requests: Option<u64>,
@@ -119,18 +119,9 @@ impl Settings {
         if weights.iter().all(|&w| w == 0) {
             return Err("at least one weight must be above 0".into());
         }
-        let discipline = match self.discipline.as_deref() {
-            None => Discipline::Fifo,
-            Some(name) => name.parse()?,
-        };
-        let service = match self.service.as_deref() {
-            None => Service::Exp,
-            Some(text) => Service::parse(text)?,
-        };
-        let arrivals = match self.arrivals.as_deref() {
-            None => Arrivals::Poisson,
-            Some(name) => name.parse()?,
-        };
+        let discipline = self.discipline.unwrap_or(Discipline::Fifo);
+        let service = self.service.unwrap_or(Service::Exp);
+        let arrivals = self.arrivals.unwrap_or(Arrivals::Poisson);
         let capacity: f64 = speeds.iter().sum();
         let positive = |what: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -156,10 +147,10 @@ impl Settings {
                 Algorithm::Random,
                 Algorithm::PowerOfTwoChoices,
             ],
-            Some(names) => {
+            Some(asked) => {
+                // Each once, in the order first asked.
                 let mut list = Vec::new();
-                for name in names {
-                    let a: Algorithm = name.trim().parse()?;
+                for a in asked {
                     if !list.contains(&a) {
                         list.push(a);
                     }
@@ -170,10 +161,7 @@ impl Settings {
                 list
             }
         };
-        let tie_break = match self.tie_break.as_deref() {
-            None => TieBreak::default(),
-            Some(name) => name.parse()?,
-        };
+        let tie_break = self.tie_break.unwrap_or_default();
         let balancers = self.balancers.unwrap_or(1);
         if !(1..=MAX_BALANCERS).contains(&balancers) {
             return Err(format!("between 1 and {MAX_BALANCERS} balancers, please"));
@@ -377,10 +365,15 @@ mod tests {
 
     #[test]
     fn bad_settings_say_what_is_wrong() {
-        assert!(Settings::from_toml("backend = 3")
-            .unwrap_err()
-            .contains("unknown field"));
-        let cases: [(Settings, &str); 8] = [
+        for (toml, expected) in [
+            ("backend = 3", "unknown field"),
+            ("discipline = \"lifo\"", "unknown discipline"),
+            ("algorithms = [\"fastest\"]", "unknown algorithm"),
+        ] {
+            let err = Settings::from_toml(toml).unwrap_err();
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+        let cases: [(Settings, &str); 6] = [
             (
                 Settings {
                     speeds: Some(vec![1.0, 0.0]),
@@ -402,20 +395,6 @@ mod tests {
                     ..Settings::default()
                 },
                 "load or rate",
-            ),
-            (
-                Settings {
-                    discipline: Some("lifo".into()),
-                    ..Settings::default()
-                },
-                "unknown discipline",
-            ),
-            (
-                Settings {
-                    algorithms: Some(vec!["fastest".into()]),
-                    ..Settings::default()
-                },
-                "unknown algorithm",
             ),
             (
                 Settings {
