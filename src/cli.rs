@@ -358,34 +358,34 @@ pub fn parse_size(text: &str) -> anyhow::Result<usize> {
         .with_context(|| format!("--max-message-size: {text:?} is too large"))
 }
 
-/// Runs the command line and says how the process should exit.
+/// Runs the command line and says how the process should exit. Every
+/// error, a usage error included, is returned for `main` to report.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<ExitCode> {
-    match parse(args) {
-        Ok(Command::Help) => {
+    match parse(args)? {
+        Command::Help => {
             io::stdout().write_all(HELP.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Command::Version) => {
+        Command::Version => {
             writeln!(io::stdout(), "leastconn {}", env!("CARGO_PKG_VERSION"))?;
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Command::Node(args)) => run_node(args),
-        Ok(Command::Replay(args)) => run_replay(args),
-        Ok(Command::SimulateHelp) => {
+        Command::Node(args) => run_node(args),
+        Command::Replay(args) => run_replay(args),
+        Command::SimulateHelp => {
             io::stdout().write_all(SIMULATE_HELP.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Command::Simulate(args)) => run_simulate(args),
-        Err(e) => {
-            eprintln!("leastconn: {e:#}");
-            Ok(ExitCode::from(2))
-        }
+        Command::Simulate(args) => run_simulate(args),
     }
 }
 
 fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    // Any option without a flag keeps its default.
+    #[allow(clippy::needless_update)]
     let options = Options {
         max_message_size: args.max_message_size,
+        ..Options::default()
     };
     let stdin = io::stdin().lock();
     let stderr = io::stderr().lock();
@@ -395,19 +395,15 @@ fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         Some(stdout) => event_loop::run(stdin, stdout, stderr, &options),
         None => event_loop::run(stdin, io::stdout().lock(), stderr, &options),
     };
-    match result {
-        Ok(summary) if args.strict && summary.skipped > 0 => {
-            eprintln!(
-                "leastconn: --strict: {} piece(s) of input could not be parsed",
-                summary.skipped
-            );
-            Ok(ExitCode::from(1))
-        }
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        // The reader went away: nothing more can be said to anyone.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(e).context("input/output error"),
+    let summary = result.context("input/output error")?;
+    if args.strict && summary.skipped > 0 {
+        eprintln!(
+            "leastconn: --strict: {} piece(s) of input could not be parsed",
+            summary.skipped
+        );
+        return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn raw_stdout() -> Option<std::fs::File> {
@@ -440,126 +436,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 fn run_simulate(args: Box<SimulateArgs>) -> anyhow::Result<ExitCode> {
     let file = match &args.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the scenario {}", path.display()))?;
-            Settings::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("scenario {}: {e}", path.display()))?
-        }
+        Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
     let scenario = file
         .overridden_by(args.settings.clone())
         .resolve()
         .map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
-    let mut transcript = match &args.transcript {
-        Some(path) => {
-            if scenario.balancers != 1 || scenario.algorithms.len() != 1 {
-                bail!(
-                    "simulate: --transcript records one node: give one algorithm and one balancer"
-                );
-            }
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot create the transcript {}", path.display()))?;
-            let out: Box<dyn Write> = Box::new(io::BufWriter::new(file));
-            Some(sim::transcript::Transcript::new(out))
-        }
-        None => None,
+    let outputs = sim::output::Outputs {
+        json: args.json,
+        svg: args.svg.as_deref(),
+        transcript: args.transcript.as_deref(),
     };
-    if let Some(dir) = &args.svg {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the chart directory {}", dir.display()))?;
-    }
-    let total = scenario
-        .requests
-        .saturating_mul(u64::from(scenario.replications))
-        .saturating_mul(scenario.algorithms.len() as u64);
-    let mut progress = Progress::new(total);
-    let report = sim::simulate(
-        &scenario,
-        sim::Options {
-            series: args.svg.is_some(),
-            transcript: transcript.as_mut(),
-            progress: &mut |n| progress.advance(n),
-        },
-    )
-    .context("simulate: the engine refused an operation (a bug)")?;
-    progress.clear();
-    if let (Some(t), Some(path)) = (transcript, &args.transcript) {
-        t.finish()
-            .with_context(|| format!("cannot write the transcript {}", path.display()))?;
-    }
-    if let Some(dir) = &args.svg {
-        let mut charts = vec![("latency-cdf.svg".to_owned(), sim::svg::latency_cdf(&report))];
-        for result in &report.results {
-            if let Some(chart) = sim::svg::active_connections(result) {
-                charts.push((format!("active-{}.svg", result.algorithm.name()), chart));
-            }
-        }
-        for (name, chart) in charts {
-            let path = dir.join(name);
-            std::fs::write(&path, chart.render())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-    }
-    let text = if args.json {
-        format!("{}\n", sim::report::to_json(&report))
-    } else {
-        sim::report::to_table(&report)
-    };
-    match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        other => other
-            .map(|()| ExitCode::SUCCESS)
-            .context("cannot write the results"),
-    }
-}
-
-/// A progress bar on standard error, drawn only when it is a terminal and
-/// the run is long enough to need one.
-struct Progress {
-    total: u64,
-    done: u64,
-    shown: Option<u64>,
-    enabled: bool,
-}
-
-impl Progress {
-    const WIDTH: u64 = 40;
-
-    fn new(total: u64) -> Progress {
-        use std::io::IsTerminal;
-        Progress {
-            total,
-            done: 0,
-            shown: None,
-            enabled: total >= 1_000_000 && io::stderr().is_terminal(),
-        }
-    }
-
-    fn advance(&mut self, n: u64) {
-        self.done += n;
-        if !self.enabled {
-            return;
-        }
-        let percent = (u128::from(self.done) * 100 / u128::from(self.total.max(1))).min(100) as u64;
-        if self.shown != Some(percent) {
-            self.shown = Some(percent);
-            let filled = (percent * Self::WIDTH / 100) as usize;
-            let bar = format!(
-                "{}{}",
-                "#".repeat(filled),
-                " ".repeat(Self::WIDTH as usize - filled)
-            );
-            eprint!("\rsimulating [{bar}] {percent:>3}%");
-        }
-    }
-
-    fn clear(&self) {
-        if self.enabled && self.shown.is_some() {
-            eprint!("\r{}\r", " ".repeat(Self::WIDTH as usize + 20));
-        }
-    }
+    sim::output::run(&scenario, outputs, &mut io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! flows down the list and replies flow back up) and the simulator.
 //!
 //! - [`cli`]: the command line: arguments, `--help`, and which command runs.
-//!   `main.rs` only turns its result into an exit status.
+//!   `main.rs` only turns its result into an exit status: every error is
+//!   reported there, once (status 2, or a quiet 0 for a closed pipe).
 //! - [`event_loop`]: reads input, hands it to the framer, dispatches each
 //!   message to the node, writes replies and diagnostics, and decides when
 //!   to flush.
@@ -41,7 +42,8 @@
 //!     request sizes and arrivals, `sim::run` the event loop,
 //!     [`sim::stats`] histogram, spread and confidence intervals,
 //!     [`sim::report`] table and JSON, [`sim::svg`] charts,
-//!     [`sim::transcript`] the node's input.
+//!     [`sim::transcript`] the node's input, [`sim::output`] a command's
+//!     run: its files, progress bar and printed results.
 //! - `names`: the `named_enum!` macro that declares an enum with the
 //!   names it goes by on the command line, in scenario files and on the
 //!   wire (parsing, printing, serde), once for every such enum.

@@ -488,6 +488,22 @@ fn the_table_and_help_say_what_they_measure() {
 }
 
 #[test]
+fn a_closed_stdout_ends_the_simulation_quietly_with_status_0() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leastconn"))
+        .args(["simulate", "--requests", "2000", "--replications", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // Closed before the table is written, like `| head -0`.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("the binary finishes");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn charts_are_written_for_every_algorithm() {
     let dir = tempdir("svg");
     let out = dir.join("charts");

@@ -36,8 +36,11 @@
 //! - [`report`]: the table and the JSON document.
 //! - [`svg`]: the charts.
 //! - [`transcript`]: the messages a real node would receive.
+//! - [`output`]: a run for `leastconn simulate`: its transcript and chart
+//!   files, its progress bar, and its table or JSON document.
 
 pub mod dist;
+pub mod output;
 pub mod report;
 mod run;
 pub mod scenario;

@@ -4,8 +4,10 @@
 use super::dist::{Arrivals, Service};
 use crate::engine::{Algorithm, TieBreak, DEFAULT_SEED};
 use crate::names::named_enum;
+use anyhow::{anyhow, Context};
 use serde::Deserialize;
 use std::fmt;
+use std::path::Path;
 
 named_enum! {
     /// How a backend serves the requests it holds.
@@ -50,6 +52,13 @@ impl Settings {
     /// Reads a scenario file's TOML.
     pub fn from_toml(text: &str) -> Result<Settings, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads a scenario file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the scenario {}", path.display()))?;
+        Settings::from_toml(&text).map_err(|e| anyhow!("scenario {}: {e}", path.display()))
     }
 
     /// This layer with `over`'s settings taking precedence. `--backends`
