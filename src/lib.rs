@@ -12,7 +12,8 @@
 //! One engine, front-ends around it: the node (the first five modules; data
 //! flows down the list and replies flow back up) and the simulator.
 //!
-//! - [`cli`]: the command line: arguments, `--help`, and which command runs.
+//! - [`cli`]: the command line (clap): arguments, each command's `--help`,
+//!   usage errors in the program's words, and which command runs.
 //!   `main.rs` only turns its result into an exit status: every error is
 //!   reported there, once (status 2, or a quiet 0 for a closed pipe).
 //! - [`event_loop`]: reads input, hands it to the framer, dispatches each
@@ -38,7 +39,8 @@
 //!   the same engine with simulated clients and backends, and reports
 //!   latency, shares and spread per algorithm (table, JSON, SVG charts,
 //!   transcripts the node can replay).
-//!   - [`sim::scenario`] the parameters (TOML and flags), [`sim::dist`]
+//!   - [`sim::settings`] every parameter, declared once for flags and TOML
+//!     files, [`sim::scenario`] their checks and defaults, [`sim::dist`]
 //!     request sizes and arrivals, `sim::run` the event loop,
 //!     [`sim::stats`] histogram, spread and confidence intervals,
 //!     [`sim::report`] table and JSON, [`sim::svg`] charts,

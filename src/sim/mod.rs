@@ -29,7 +29,8 @@
 //!   The mean's 95% confidence interval uses Student's t over the
 //!   replications' means; percentiles pool every replication.
 //!
-//! - [`scenario`]: the parameters, from a TOML file and flags.
+//! - [`settings`]: every setting, declared once for flags and TOML files.
+//! - [`scenario`]: the settings checked and completed into a scenario.
 //! - [`dist`]: request sizes and arrival gaps.
 //! - `run`: the event loop of one replication.
 //! - [`stats`]: the latency histogram, spread and confidence intervals.
@@ -44,6 +45,7 @@ pub mod output;
 pub mod report;
 mod run;
 pub mod scenario;
+pub mod settings;
 pub mod stats;
 pub mod svg;
 pub mod transcript;

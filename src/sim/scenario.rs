@@ -1,13 +1,12 @@
 //! The model's parameters: partial [`Settings`] from a TOML file and from
-//! flags, merged (flags win) and checked into a [`Scenario`].
+//! flags (declared in [`settings`](super::settings)), merged (flags win)
+//! and checked into a [`Scenario`].
 
 use super::dist::{Arrivals, Service};
+pub use super::settings::Settings;
 use crate::engine::{Algorithm, TieBreak, DEFAULT_SEED};
 use crate::names::named_enum;
-use anyhow::{anyhow, Context};
-use serde::Deserialize;
 use std::fmt;
-use std::path::Path;
 
 named_enum! {
     /// How a backend serves the requests it holds.
@@ -23,81 +22,7 @@ named_enum! {
     }
 }
 
-/// Every setting, each optional: one layer of configuration. A scenario
-/// file is one layer, the flags another.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    pub backends: Option<u64>,
-    pub speeds: Option<Vec<f64>>,
-    pub weights: Option<Vec<u64>>,
-    pub max_connections: Option<u64>,
-    pub discipline: Option<Discipline>,
-    pub service: Option<Service>,
-    pub arrivals: Option<Arrivals>,
-    pub load: Option<f64>,
-    pub rate: Option<f64>,
-    pub burst: Option<u64>,
-    pub algorithms: Option<Vec<Algorithm>>,
-    pub tie_break: Option<TieBreak>,
-    pub balancers: Option<u64>,
-    pub sync: Option<f64>,
-    pub requests: Option<u64>,
-    pub warmup: Option<f64>,
-    pub replications: Option<u64>,
-    pub seed: Option<u64>,
-}
-
 impl Settings {
-    /// Reads a scenario file's TOML.
-    pub fn from_toml(text: &str) -> Result<Settings, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// Reads a scenario file.
-    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the scenario {}", path.display()))?;
-        Settings::from_toml(&text).map_err(|e| anyhow!("scenario {}: {e}", path.display()))
-    }
-
-    /// This layer with `over`'s settings taking precedence. `--backends`
-    /// and `--speeds` replace each other, as do `--load` and `--rate`.
-    pub fn overridden_by(mut self, over: Settings) -> Settings {
-        if over.backends.is_some() || over.speeds.is_some() {
-            self.backends = None;
-            self.speeds = None;
-        }
-        if over.load.is_some() || over.rate.is_some() {
-            self.load = None;
-            self.rate = None;
-        }
-        macro_rules! take {
-            ($($field:ident),*) => { $( if over.$field.is_some() { self.$field = over.$field; } )* };
-        }
-        take!(
-            backends,
-            speeds,
-            weights,
-            max_connections,
-            discipline,
-            service,
-            arrivals,
-            load,
-            rate,
-            burst,
-            algorithms,
-            tie_break,
-            balancers,
-            sync,
-            requests,
-            warmup,
-            replications,
-            seed
-        );
-        self
-    }
-
     /// Checks the settings and fills in the defaults.
     pub fn resolve(self) -> Result<Scenario, String> {
         let speeds = match (self.backends, self.speeds) {
