@@ -147,8 +147,9 @@ const DEFAULT_REQUESTS: u64 = 100_000;
 const MAX_BACKENDS: usize = 1 << 20;
 const MAX_BALANCERS: u64 = 1024;
 
-/// A checked, complete description of what to simulate.
-#[derive(Clone, Debug, PartialEq)]
+/// A checked, complete description of what to simulate. It serializes as
+/// the JSON report's `scenario`, which adds the figures derived from it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Scenario {
     /// One per backend, in pool order: requests per unit of time it serves
     /// alone.

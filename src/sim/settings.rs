@@ -3,8 +3,9 @@
 //! the flag (`--max-connections`) and the file's key (`max-connections`).
 //!
 //! Adding a setting is adding a field here, with its doc comment, flag
-//! attributes and parser, and using it in [`Settings::resolve`] and
-//! [`Scenario`](super::Scenario).
+//! attributes and parser, and using it in [`Settings::resolve`] and in a
+//! field of [`Scenario`](super::Scenario), which the JSON report shows
+//! as it is.
 
 use crate::engine::{Algorithm, TieBreak};
 use anyhow::{anyhow, Context};
