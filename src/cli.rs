@@ -1,63 +1,106 @@
-//! The command line: argument parsing, help, and running the chosen command.
+//! The command line: the arguments (declared with clap), their help, and
+//! which command runs. Usage errors are returned like any other error, in
+//! the words this program has always used; `main` reports them.
 
 use crate::event_loop::{self, Options};
 use crate::fixture;
-use crate::framing::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::sim::{self, Settings};
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub const HELP: &str = "\
+/// Every command's help: what it is and does (`before_help`: a command's
+/// `about` is its line in the list of commands, and clap would show a long
+/// description only in a sparser layout), how to run it, and its flags under
+/// upper-case headings.
+const TEMPLATE: &str = "{before-help}USAGE:\n    {usage}\n\n{all-args}\n";
+
+/// The program's arguments: the node's flags, or a command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "leastconn",
+    version,
+    help_template = TEMPLATE,
+    before_help = "\
 leastconn: a least-connections load balancer, spoken to as a Maelstrom-style node
 
-USAGE:
-    leastconn [OPTIONS]                    run the node on stdin/stdout
+Reads JSON messages {\"src\",\"dest\",\"body\"} on standard input (one per
+line, pretty-printed, or several per line), answers each on standard
+output as one line of compact JSON, and reports input it cannot answer
+on standard error with its line and column. It exits 0 when the input
+ends, and quietly when standard output is closed.
+
+Message types: init, http_request, request_complete, add_backend,
+remove_backend, set_backend, stats. See README.md for the protocol.",
+    override_usage = "\
+leastconn [OPTIONS]                    run the node on stdin/stdout
     leastconn replay [OPTIONS] [PATH...]   replay fixture cases against the node
-    leastconn simulate [OPTIONS]           simulate balancing in virtual time
-                                           (see `leastconn simulate --help`)
+    leastconn simulate [OPTIONS]           simulate balancing in virtual time",
+    // `leastconn --strict replay` is a mistake, not a strict replay.
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    arg = help_flag(),
+    arg = version_flag(),
+    propagate_version = true,
+    subcommand_help_heading = "COMMANDS",
+    // A repeated flag takes its last value, as it always has.
+    args_override_self = true
+)]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(subcommand)]
+    command: Option<Subcommands>,
+}
 
-THE NODE
-    Reads JSON messages {\"src\",\"dest\",\"body\"} on standard input (one per
-    line, pretty-printed, or several per line), answers each on standard
-    output as one line of compact JSON, and reports input it cannot answer
-    on standard error with its line and column. It exits 0 when the input
-    ends, and quietly when standard output is closed.
+/// `-h, --help`, on every command (global). Clap's own says "Print help".
+fn help_flag() -> clap::Arg {
+    clap::Arg::new("help")
+        .short('h')
+        .long("help")
+        .action(ArgAction::Help)
+        .help("print this help")
+        .help_heading("OTHER")
+        .global(true)
+}
 
-    Message types: init, http_request, request_complete, add_backend,
-    remove_backend, set_backend, stats. See README.md for the protocol.
+/// `-V, --version`, on every command (global).
+fn version_flag() -> clap::Arg {
+    clap::Arg::new("version")
+        .short('V')
+        .long("version")
+        .action(ArgAction::Version)
+        .help("print the version")
+        .help_heading("OTHER")
+        .global(true)
+}
 
-    --max-message-size SIZE   skip (and report) any message larger than SIZE
-                              bytes; suffixes K, M, G (powers of 1024)
-                              [default: 64M]
-    --strict                  exit with status 1 if any input could not be
-                              parsed (not JSON, not UTF-8, not an envelope,
-                              over the size limit), for CI replays. Without
-                              it, bad input never changes the exit status.
-                              Error replies are normal traffic either way.
+#[derive(Debug, Subcommand)]
+enum Subcommands {
+    /// replay fixture cases against the node
+    #[command(
+        help_template = TEMPLATE,
+        before_help = "\
+leastconn replay: replays fixture cases against the node
 
-REPLAY
-    Runs each case (NAME.in, NAME.out, optional NAME.case.json) under the
-    given files or directories [default: fixtures] and prints one line per
-    case, then `N passed, N failed`. Exits 1 if any case failed.
-
-    --bin PATH                the node to run [default: this program]
-    --timeout SECONDS         time allowed per case [default: 5]
-
-OTHER
-    -h, --help                print this help
-    -V, --version             print the version
-";
-
-pub const SIMULATE_HELP: &str = "\
+Runs each case (NAME.in, NAME.out, optional NAME.case.json) under the
+given files or directories [default: fixtures] and prints one line per
+case, then `N passed, N failed`. Exits 1 if any case failed.",
+    )]
+    Replay(ReplayArgs),
+    /// simulate balancing in virtual time (see `leastconn simulate --help`)
+    #[command(
+        help_template = TEMPLATE,
+        before_help = "\
 leastconn simulate: a discrete-event simulation of clients, balancers and
 backends, with the node's own engine choosing every backend
-
-USAGE:
-    leastconn simulate [OPTIONS]
 
 Prints, for each algorithm, the mean time in system with its 95% confidence
 interval over replications, percentiles, each backend's share of requests,
@@ -65,64 +108,12 @@ the spread of active connections (highest - lowest count over backends, seen
 by each arrival) and rejected requests. Times are in units of a speed-1
 backend's mean service time. Every setting may also come from a TOML
 scenario file (keys as the flags, without the dashes); flags override it.
-See docs/simulator.md for the model.
-
-BACKENDS
-    --backends N              N backends of speed 1 [default: 10]
-    --speeds S,S,...          one speed per backend instead, e.g. 10,10,1,1
-    --weights W,W,...         the balancer's weight for each backend
-                              [default: all 1]
-    --max-connections N       the same connection limit on every backend
-    --discipline D            fifo: one request at a time, the rest queue;
-                              ps: processor sharing, all served at once;
-                              delay: each takes its own time whatever the
-                              load [default: fifo]
-    --service DIST            request sizes, mean 1: exp, const,
-                              uniform[:H] (on 1-H..1+H, default H=1),
-                              lognormal[:SIGMA] (default 1.15),
-                              pareto[:ALPHA] (default 2.5),
-                              bimodal[:FRACTION[:RATIO]] (a FRACTION of
-                              requests RATIO times larger, default 0.1:10)
-                              [default: exp]
-
-ARRIVALS
-    --load RHO                arrival rate as a fraction of the backends'
-                              total speed [default: 0.9]
-    --rate LAMBDA             or the arrival rate itself
-    --arrivals A              poisson, or regular (equal gaps from time 0)
-                              [default: poisson]
-    --burst SIZE              requests arriving together [default: 1]
-
-BALANCING
-    --algorithms A,A,...      least-connections, round-robin, random,
-                              power-of-two-choices [default: all four]
-    --tie-break T             lowest-index, round-robin, random
-                              [default: lowest-index]
-    --balancers K             independent balancers; each arrival goes to
-                              one at random [default: 1]
-    --sync T                  each balancer sees its peers' counts as of its
-                              last sync, every T; 0 means always exact
-                              [default: 0]
-
-RUNNING
-    --requests M              requests per replication [default: 100000]
-    --warmup FRACTION         first requests left out of the figures
-                              [default: 0.1]
-    --replications R          independent runs [default: 5]
-    --seed S                  seeds every random stream [default: fixed]
-    --scenario FILE           read settings from a TOML file
-
-OUTPUT
-    --json                    one JSON document on standard output instead
-                              of the table
-    --svg DIR                 write DIR/latency-cdf.svg and, from the first
-                              replication, DIR/active-ALGORITHM.svg
-    --transcript FILE         write the messages a real node would receive
-                              (one algorithm, one balancer, the first
-                              replication); `leastconn < FILE` makes the
-                              same picks
-    -h, --help                print this help
-";
+See docs/simulator.md for the model.",
+        // `--sync -1` is a bad sync, not an unknown flag.
+        allow_negative_numbers = true
+    )]
+    Simulate(Box<SimulateArgs>),
+}
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -130,201 +121,153 @@ pub enum Command {
     Node(NodeArgs),
     Replay(ReplayArgs),
     Simulate(Box<SimulateArgs>),
-    Help,
-    SimulateHelp,
-    Version,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// The node's flags.
+#[derive(Debug, PartialEq, Eq, Args)]
+#[command(next_help_heading = "THE NODE")]
 pub struct NodeArgs {
+    /// skip (and report) any message larger than SIZE
+    /// bytes; suffixes K, M, G (powers of 1024)
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    #[arg(verbatim_doc_comment)]
     pub max_message_size: usize,
+    /// exit with status 1 if any input could not be
+    /// parsed (not JSON, not UTF-8, not an envelope,
+    /// over the size limit), for CI replays. Without
+    /// it, bad input never changes the exit status.
+    /// Error replies are normal traffic either way.
+    #[arg(long, verbatim_doc_comment)]
     pub strict: bool,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// `leastconn replay`'s flags.
+#[derive(Debug, PartialEq, Eq, Args)]
+#[command(next_help_heading = "REPLAY")]
 pub struct ReplayArgs {
+    /// the node to run [default: this program]
+    #[arg(long, value_name = "PATH")]
     pub bin: Option<PathBuf>,
+    /// time allowed per case
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     pub timeout: Duration,
+    /// case files or directories [default: fixtures]
+    #[arg(value_name = "PATH", help_heading = "REPLAY")]
     pub paths: Vec<PathBuf>,
 }
 
-#[derive(Debug, Default, PartialEq)]
+/// `leastconn simulate`'s flags: the model's settings and the outputs.
+#[derive(Debug, Default, PartialEq, Args)]
 pub struct SimulateArgs {
     /// The model's settings given as flags; they override the file's.
+    #[command(flatten)]
     pub settings: Settings,
+    /// read settings from a TOML file
+    #[arg(long, value_name = "FILE", help_heading = "RUNNING")]
     pub scenario: Option<PathBuf>,
+    /// one JSON document on standard output instead
+    /// of the table
+    #[arg(long, help_heading = "OUTPUT", verbatim_doc_comment)]
     pub json: bool,
+    /// write DIR/latency-cdf.svg and, from the first
+    /// replication, DIR/active-ALGORITHM.svg
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "OUTPUT",
+        verbatim_doc_comment
+    )]
     pub svg: Option<PathBuf>,
+    /// write the messages a real node would receive
+    /// (one algorithm, one balancer, the first
+    /// replication); `leastconn < FILE` makes the
+    /// same picks
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "OUTPUT",
+        verbatim_doc_comment
+    )]
     pub transcript: Option<PathBuf>,
 }
 
-/// The arguments one at a time, as `(flag, inline value)` pairs: `--a=b`
-/// gives `("--a", Some("b"))`, anything else comes whole.
-struct Args<I: Iterator<Item = OsString>> {
-    rest: std::iter::Peekable<I>,
-}
-
-impl<I: Iterator<Item = OsString>> Args<I> {
-    fn next(&mut self) -> Option<anyhow::Result<(String, Option<String>)>> {
-        let arg = self.rest.next()?;
-        Some(
-            arg.to_str()
-                .with_context(|| format!("argument {arg:?} is not valid UTF-8"))
-                .map(|text| match text.split_once('=') {
-                    Some((flag, value)) if flag.starts_with("--") => {
-                        (flag.to_owned(), Some(value.to_owned()))
-                    }
-                    _ => (text.to_owned(), None),
-                }),
-        )
-    }
-
-    /// The flag's value: inline, or the next argument.
-    fn value(&mut self, flag: &str, inline: Option<String>) -> anyhow::Result<String> {
-        match inline {
-            Some(v) => Ok(v),
-            None => self
-                .rest
-                .next()
-                .and_then(|v| v.into_string().ok())
-                .with_context(|| format!("{flag} needs a value")),
-        }
-    }
-}
-
-/// Parses the arguments after the program name.
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Command> {
-    let mut args = Args {
-        rest: args.into_iter().peekable(),
-    };
-    let subcommand = args
-        .rest
-        .peek()
-        .and_then(|a| a.to_str())
-        .filter(|a| ["replay", "simulate"].contains(a))
-        .map(str::to_owned);
-    if subcommand.is_some() {
-        args.rest.next();
-    }
-    if subcommand.as_deref() == Some("simulate") {
-        return parse_simulate(args);
-    }
-    let replay = subcommand.is_some();
-    let mut node = NodeArgs {
-        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        strict: false,
-    };
-    let mut rep = ReplayArgs {
-        bin: None,
-        timeout: fixture::DEFAULT_TIMEOUT,
-        paths: Vec::new(),
-    };
-    while let Some(arg) = args.next() {
-        let (flag, inline) = arg?;
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--max-message-size" if !replay => {
-                node.max_message_size = parse_size(&args.value(&flag, inline)?)?
-            }
-            "--strict" if !replay && inline.is_none() => node.strict = true,
-            "--bin" if replay => rep.bin = Some(PathBuf::from(args.value(&flag, inline)?)),
-            "--timeout" if replay => {
-                let v = args.value(&flag, inline)?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .with_context(|| {
-                        format!("--timeout: {v:?} is not a positive number of seconds")
-                    })?;
-                rep.timeout = Duration::from_secs_f64(secs);
-            }
-            _ if replay && !flag.starts_with('-') && inline.is_none() => {
-                rep.paths.push(PathBuf::from(flag))
-            }
-            _ => bail!(
-                "unknown argument {:?}; see `leastconn --help`",
-                whole(&flag, &inline)
-            ),
-        }
-    }
-    Ok(if replay {
-        Command::Replay(rep)
-    } else {
-        Command::Node(node)
+/// Parses the arguments after the program name. `--help` and `--version`
+/// come back as errors of kind `DisplayHelp` and `DisplayVersion`, with the
+/// text to print.
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, clap::Error> {
+    let cli = Cli::try_parse_from(std::iter::once(OsString::from("leastconn")).chain(args))?;
+    Ok(match cli.command {
+        None => Command::Node(cli.node),
+        Some(Subcommands::Replay(args)) => Command::Replay(args),
+        Some(Subcommands::Simulate(args)) => Command::Simulate(args),
     })
 }
 
-fn whole(flag: &str, inline: &Option<String>) -> String {
-    match inline {
-        Some(v) => format!("{flag}={v}"),
-        None => flag.to_owned(),
-    }
-}
-
-fn parse_simulate<I: Iterator<Item = OsString>>(mut args: Args<I>) -> anyhow::Result<Command> {
-    let mut sim = SimulateArgs::default();
-    let flags = &mut sim.settings;
-    while let Some(arg) = args.next() {
-        let (flag, inline) = arg?;
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::SimulateHelp),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--json" if inline.is_none() => sim.json = true,
-            "--scenario" => sim.scenario = Some(PathBuf::from(args.value(&flag, inline)?)),
-            "--svg" => sim.svg = Some(PathBuf::from(args.value(&flag, inline)?)),
-            "--transcript" => sim.transcript = Some(PathBuf::from(args.value(&flag, inline)?)),
-            "--backends" => flags.backends = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--speeds" => flags.speeds = Some(list(&flag, &args.value(&flag, inline)?)?),
-            "--weights" => flags.weights = Some(list(&flag, &args.value(&flag, inline)?)?),
-            "--max-connections" => {
-                flags.max_connections = Some(number(&flag, &args.value(&flag, inline)?)?)
-            }
-            "--discipline" => flags.discipline = Some(args.value(&flag, inline)?),
-            "--service" => flags.service = Some(args.value(&flag, inline)?),
-            "--arrivals" => flags.arrivals = Some(args.value(&flag, inline)?),
-            "--load" => flags.load = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--rate" => flags.rate = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--burst" => flags.burst = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--algorithms" => flags.algorithms = Some(list(&flag, &args.value(&flag, inline)?)?),
-            "--tie-break" => flags.tie_break = Some(args.value(&flag, inline)?),
-            "--balancers" => flags.balancers = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--sync" => flags.sync = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--requests" => flags.requests = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--warmup" => flags.warmup = Some(number(&flag, &args.value(&flag, inline)?)?),
-            "--replications" => {
-                flags.replications = Some(number(&flag, &args.value(&flag, inline)?)?)
-            }
-            "--seed" => flags.seed = Some(number(&flag, &args.value(&flag, inline)?)?),
-            _ => bail!(
-                "unknown argument {:?}; see `leastconn simulate --help`",
-                whole(&flag, &inline)
-            ),
+/// Runs the command line and says how the process should exit. Every
+/// error, a usage error included, is returned for `main` to report.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<ExitCode> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let command = match parse(args.iter().cloned()) {
+        Ok(command) => command,
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => {
+            write!(io::stdout(), "{}", e.render())?;
+            return Ok(ExitCode::SUCCESS);
         }
+        Err(e) if e.kind() == ErrorKind::DisplayVersion => {
+            // The program's name even for `leastconn simulate -V`.
+            writeln!(io::stdout(), "leastconn {}", env!("CARGO_PKG_VERSION"))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(usage_error(&e, &args)),
+    };
+    match command {
+        Command::Node(args) => run_node(args),
+        Command::Replay(args) => run_replay(args),
+        Command::Simulate(args) => run_simulate(args),
     }
-    Ok(Command::Simulate(Box::new(sim)))
 }
 
-/// A flag's value as a number (`1e6` is fine where a whole number is
-/// wanted, if it is one).
-fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
-    let text = text.trim();
-    if let Ok(v) = text.parse() {
-        return Ok(v);
+/// A usage error in this program's words: the flag, then what is wrong
+/// with it.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> anyhow::Error {
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        Some(ContextValue::Strings(v)) => v.first().map(String::as_str),
+        _ => None,
+    };
+    // Clap names a flag with its value's name, as in `--requests <M>`.
+    let flag = context(ContextKind::InvalidArg)
+        .map(|arg| arg.split_once(' ').map_or(arg, |(flag, _)| flag).to_owned());
+    let value = context(ContextKind::InvalidValue);
+    let help = match args.first().and_then(|a| a.to_str()) {
+        Some(sub @ ("replay" | "simulate")) => format!("leastconn {sub} --help"),
+        _ => "leastconn --help".to_owned(),
+    };
+    match (e.kind(), flag, value) {
+        (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, Some(arg), _) => {
+            anyhow!("unknown argument {arg:?}; see `{help}`")
+        }
+        (ErrorKind::InvalidSubcommand, None, _) => match context(ContextKind::InvalidSubcommand) {
+            Some(arg) => anyhow!("unknown argument {arg:?}; see `{help}`"),
+            None => anyhow!("{}; see `{help}`", clap_message(e)),
+        },
+        (ErrorKind::InvalidValue, Some(flag), Some("")) => anyhow!("{flag} needs a value"),
+        (ErrorKind::TooManyValues, Some(flag), Some(value)) => {
+            anyhow!("{flag} takes no value, not {value:?}; see `{help}`")
+        }
+        (ErrorKind::ValueValidation, Some(flag), _) => match std::error::Error::source(e) {
+            Some(reason) => anyhow!("{flag}: {reason}"),
+            None => anyhow!("{flag}: {:?} is not valid", value.unwrap_or_default()),
+        },
+        _ => anyhow!("{}; see `{help}`", clap_message(e)),
     }
-    // Whole numbers written like 1e7.
-    let whole = text
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v < 1e19)
-        .and_then(|v| format!("{v:.0}").parse().ok());
-    whole.with_context(|| format!("{flag}: {text:?} is not a valid number here"))
 }
 
-/// A comma-separated list.
-fn list<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<Vec<T>> {
-    text.split(',').map(|item| number(flag, item)).collect()
+/// Clap's own one-line description of an error.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
 /// Parses a size such as `65536`, `64K` or `64MiB`.
@@ -337,43 +280,30 @@ pub fn parse_size(text: &str) -> anyhow::Result<usize> {
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
-        _ => bail!("--max-message-size: {text:?} is not a size like 65536, 64K or 64M"),
+        _ => bail!("{text:?} is not a size like 65536, 64K or 64M"),
     };
     let n: usize = number
         .parse()
         .ok()
         .filter(|&n| n > 0)
-        .with_context(|| format!("--max-message-size: {text:?} is not a positive size"))?;
+        .with_context(|| format!("{text:?} is not a positive size"))?;
     n.checked_mul(1 << shift)
-        .with_context(|| format!("--max-message-size: {text:?} is too large"))
+        .with_context(|| format!("{text:?} is too large"))
 }
 
-/// Runs the command line and says how the process should exit.
-pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<ExitCode> {
-    match parse(args) {
-        Ok(Command::Help) => {
-            io::stdout().write_all(HELP.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Command::Version) => {
-            writeln!(io::stdout(), "leastconn {}", env!("CARGO_PKG_VERSION"))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Command::Node(args)) => run_node(args),
-        Ok(Command::Replay(args)) => run_replay(args),
-        Ok(Command::SimulateHelp) => {
-            io::stdout().write_all(SIMULATE_HELP.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Command::Simulate(args)) => run_simulate(args),
-        Err(e) => {
-            eprintln!("leastconn: {e:#}");
-            Ok(ExitCode::from(2))
-        }
-    }
+/// Parses a positive number of seconds, such as `2.5`.
+fn parse_seconds(text: &str) -> anyhow::Result<Duration> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .with_context(|| format!("{text:?} is not a positive number of seconds"))?;
+    Duration::try_from_secs_f64(secs).with_context(|| format!("{text:?} is too long"))
 }
 
 fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    // Any option without a flag keeps its default.
     let options = Options {
         max_message_size: args.max_message_size,
         ..Options::default()
@@ -386,19 +316,15 @@ fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         Some(stdout) => event_loop::run(stdin, stdout, stderr, &options),
         None => event_loop::run(stdin, io::stdout().lock(), stderr, &options),
     };
-    match result {
-        Ok(summary) if args.strict && summary.skipped > 0 => {
-            eprintln!(
-                "leastconn: --strict: {} piece(s) of input could not be parsed",
-                summary.skipped
-            );
-            Ok(ExitCode::from(1))
-        }
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        // The reader went away: nothing more can be said to anyone.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(e).context("input/output error"),
+    let summary = result.context("input/output error")?;
+    if args.strict && summary.skipped > 0 {
+        eprintln!(
+            "leastconn: --strict: {} piece(s) of input could not be parsed",
+            summary.skipped
+        );
+        return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn raw_stdout() -> Option<std::fs::File> {
@@ -431,243 +357,21 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 fn run_simulate(args: Box<SimulateArgs>) -> anyhow::Result<ExitCode> {
     let file = match &args.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the scenario {}", path.display()))?;
-            Settings::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("scenario {}: {e}", path.display()))?
-        }
+        Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
     let scenario = file
         .overridden_by(args.settings.clone())
         .resolve()
         .map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
-    let mut transcript = match &args.transcript {
-        Some(path) => {
-            if scenario.balancers != 1 || scenario.algorithms.len() != 1 {
-                bail!(
-                    "simulate: --transcript records one node: give one algorithm and one balancer"
-                );
-            }
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot create the transcript {}", path.display()))?;
-            let out: Box<dyn Write> = Box::new(io::BufWriter::new(file));
-            Some(sim::transcript::Transcript::new(out))
-        }
-        None => None,
+    let outputs = sim::output::Outputs {
+        json: args.json,
+        svg: args.svg.as_deref(),
+        transcript: args.transcript.as_deref(),
     };
-    if let Some(dir) = &args.svg {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the chart directory {}", dir.display()))?;
-    }
-    let total = scenario
-        .requests
-        .saturating_mul(u64::from(scenario.replications))
-        .saturating_mul(scenario.algorithms.len() as u64);
-    let mut progress = Progress::new(total);
-    let report = sim::simulate(
-        &scenario,
-        sim::Options {
-            series: args.svg.is_some(),
-            transcript: transcript.as_mut(),
-            progress: &mut |n| progress.advance(n),
-        },
-    )
-    .context("simulate: the engine refused an operation (a bug)")?;
-    progress.clear();
-    if let (Some(t), Some(path)) = (transcript, &args.transcript) {
-        t.finish()
-            .with_context(|| format!("cannot write the transcript {}", path.display()))?;
-    }
-    if let Some(dir) = &args.svg {
-        let mut charts = vec![("latency-cdf.svg".to_owned(), sim::svg::latency_cdf(&report))];
-        for result in &report.results {
-            if let Some(chart) = sim::svg::active_connections(result) {
-                charts.push((format!("active-{}.svg", result.algorithm.name()), chart));
-            }
-        }
-        for (name, chart) in charts {
-            let path = dir.join(name);
-            std::fs::write(&path, chart.render())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-    }
-    let text = if args.json {
-        format!("{}\n", sim::report::to_json(&report))
-    } else {
-        sim::report::to_table(&report)
-    };
-    match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        other => other
-            .map(|()| ExitCode::SUCCESS)
-            .context("cannot write the results"),
-    }
-}
-
-/// A progress bar on standard error, drawn only when it is a terminal and
-/// the run is long enough to need one.
-struct Progress {
-    total: u64,
-    done: u64,
-    shown: Option<u64>,
-    enabled: bool,
-}
-
-impl Progress {
-    const WIDTH: u64 = 40;
-
-    fn new(total: u64) -> Progress {
-        use std::io::IsTerminal;
-        Progress {
-            total,
-            done: 0,
-            shown: None,
-            enabled: total >= 1_000_000 && io::stderr().is_terminal(),
-        }
-    }
-
-    fn advance(&mut self, n: u64) {
-        self.done += n;
-        if !self.enabled {
-            return;
-        }
-        let percent = (u128::from(self.done) * 100 / u128::from(self.total.max(1))).min(100) as u64;
-        if self.shown != Some(percent) {
-            self.shown = Some(percent);
-            let filled = (percent * Self::WIDTH / 100) as usize;
-            let bar = format!(
-                "{}{}",
-                "#".repeat(filled),
-                " ".repeat(Self::WIDTH as usize - filled)
-            );
-            eprint!("\rsimulating [{bar}] {percent:>3}%");
-        }
-    }
-
-    fn clear(&self) {
-        if self.enabled && self.shown.is_some() {
-            eprint!("\r{}\r", " ".repeat(Self::WIDTH as usize + 20));
-        }
-    }
+    sim::output::run(&scenario, outputs, &mut io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn no_arguments_is_the_node_with_defaults() {
-        assert_eq!(
-            parse(args(&[])).unwrap(),
-            Command::Node(NodeArgs {
-                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-                strict: false,
-            })
-        );
-        assert_eq!(
-            parse(args(&["--strict"])).unwrap(),
-            Command::Node(NodeArgs {
-                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-                strict: true,
-            })
-        );
-    }
-
-    #[test]
-    fn sizes_take_binary_suffixes() {
-        assert_eq!(parse_size("65536").unwrap(), 65536);
-        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
-        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        for bad in ["", "0", "-5", "12Q", "1.5M", "99999999999999999999G"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            parse(args(&["--max-message-size=1K"])).unwrap(),
-            Command::Node(NodeArgs {
-                max_message_size: 1024,
-                strict: false,
-            })
-        );
-    }
-
-    #[test]
-    fn replay_takes_paths_bin_and_timeout() {
-        assert_eq!(
-            parse(args(&["replay", "--bin", "x", "a", "--timeout=2.5", "b"])).unwrap(),
-            Command::Replay(ReplayArgs {
-                bin: Some("x".into()),
-                timeout: Duration::from_millis(2500),
-                paths: vec!["a".into(), "b".into()],
-            })
-        );
-    }
-
-    #[test]
-    fn simulate_flags_become_settings() {
-        let Command::Simulate(sim) = parse(args(&[
-            "simulate",
-            "--speeds=10,2.5,1",
-            "--weights",
-            "4,2,1",
-            "--requests",
-            "1e6",
-            "--algorithms",
-            "round-robin, random",
-            "--sync",
-            "0.5",
-            "--json",
-            "--svg",
-            "out",
-        ]))
-        .unwrap() else {
-            panic!("not simulate");
-        };
-        assert_eq!(sim.settings.speeds, Some(vec![10.0, 2.5, 1.0]));
-        assert_eq!(sim.settings.weights, Some(vec![4, 2, 1]));
-        assert_eq!(sim.settings.requests, Some(1_000_000));
-        assert_eq!(
-            sim.settings.algorithms,
-            Some(vec!["round-robin".to_owned(), "random".to_owned()])
-        );
-        assert_eq!(sim.settings.sync, Some(0.5));
-        assert!(sim.json && sim.transcript.is_none());
-        assert_eq!(sim.svg, Some(PathBuf::from("out")));
-        assert_eq!(
-            parse(args(&["simulate", "-h"])).unwrap(),
-            Command::SimulateHelp
-        );
-        for bad in [
-            &["simulate", "--json=yes"][..],
-            &["simulate", "--requests", "1.5"],
-            &["simulate", "--backends", "-1"],
-            &["simulate", "--weights", "1,,2"],
-            &["simulate", "--strict"],
-            &["simulate", "extra"],
-        ] {
-            assert!(parse(args(bad)).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn unknown_or_misplaced_flags_are_errors() {
-        for bad in [
-            &["--nope"][..],
-            &["--bin", "x"],
-            &["replay", "--max-message-size", "1K"],
-            &["replay", "--strict"],
-            &["--strict=yes"],
-            &["--max-message-size"],
-            &["stray"],
-        ] {
-            assert!(parse(args(bad)).is_err(), "{bad:?}");
-        }
-        assert_eq!(parse(args(&["--help", "--nope"])).unwrap(), Command::Help);
-    }
-}
+mod tests;

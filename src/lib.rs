@@ -12,8 +12,10 @@
 //! One engine, front-ends around it: the node (the first five modules; data
 //! flows down the list and replies flow back up) and the simulator.
 //!
-//! - [`cli`]: the command line: arguments, `--help`, and which command runs.
-//!   `main.rs` only turns its result into an exit status.
+//! - [`cli`]: the command line (clap): arguments, each command's `--help`,
+//!   usage errors in the program's words, and which command runs.
+//!   `main.rs` only turns its result into an exit status: every error is
+//!   reported there, once (status 2, or a quiet 0 for a closed pipe).
 //! - [`event_loop`]: reads input, hands it to the framer, dispatches each
 //!   message to the node, writes replies and diagnostics, and decides when
 //!   to flush.
@@ -37,11 +39,16 @@
 //!   the same engine with simulated clients and backends, and reports
 //!   latency, shares and spread per algorithm (table, JSON, SVG charts,
 //!   transcripts the node can replay).
-//!   - [`sim::scenario`] the parameters (TOML and flags), [`sim::dist`]
+//!   - [`sim::settings`] every parameter, declared once for flags and TOML
+//!     files, [`sim::scenario`] their checks and defaults, [`sim::dist`]
 //!     request sizes and arrivals, `sim::run` the event loop,
 //!     [`sim::stats`] histogram, spread and confidence intervals,
 //!     [`sim::report`] table and JSON, [`sim::svg`] charts,
-//!     [`sim::transcript`] the node's input.
+//!     [`sim::transcript`] the node's input, [`sim::output`] a command's
+//!     run: its files, progress bar and printed results.
+//! - `names`: the `named_enum!` macro that declares an enum with the
+//!   names it goes by on the command line, in scenario files and on the
+//!   wire (parsing, printing, serde), once for every such enum.
 //! - [`fixture`]: recorded cases (input bytes, expected messages) replayed
 //!   against the binary, for `leastconn replay` and the test suite.
 #![forbid(unsafe_code)]
@@ -52,6 +59,7 @@ pub mod event_loop;
 pub mod fixture;
 pub mod framing;
 pub mod message;
+pub(crate) mod names;
 pub mod node;
 pub mod protocol;
 pub mod sim;

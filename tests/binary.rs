@@ -138,6 +138,36 @@ fn help_and_version_exit_0_and_bad_arguments_exit_2() {
 }
 
 #[test]
+fn each_command_prints_its_own_help() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let replay = help(&["replay", "--help"]);
+    assert!(
+        replay.contains("leastconn replay")
+            && replay.contains("--bin")
+            && replay.contains("--timeout"),
+        "{replay}"
+    );
+    // Not the top-level help: the node's flags are not replay's.
+    assert!(!replay.contains("--max-message-size"), "{replay}");
+    assert_ne!(replay, help(&["--help"]));
+    let simulate = help(&["simulate", "-h"]);
+    assert!(
+        simulate.contains("--backends") && !simulate.contains("--bin"),
+        "{simulate}"
+    );
+    let version = help(&["simulate", "--version"]);
+    assert_eq!(
+        version,
+        format!("leastconn {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn replay_reports_failures_and_exits_1() {
     let dir = std::env::temp_dir().join(format!("leastconn-replay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

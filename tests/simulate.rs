@@ -9,14 +9,14 @@
 mod common;
 
 use common::tempdir;
-use leastconn::sim::{self, Report, Settings};
+use leastconn::sim::{self, Arrivals, Discipline, Report, Service, Settings};
 use serde_json::Value;
 use std::collections::HashMap;
 
 /// One algorithm, at the tests' seed.
 fn settings(algorithm: &str) -> Settings {
     Settings {
-        algorithms: Some(vec![algorithm.into()]),
+        algorithms: Some(vec![algorithm.parse().expect("an algorithm")]),
         ..settings_seed()
     }
 }
@@ -136,8 +136,8 @@ fn least_connections_is_join_the_shortest_queue() {
 #[test]
 fn the_disciplines_match_their_formulas() {
     let with = |discipline: &str, service: &str| Settings {
-        discipline: Some(discipline.into()),
-        service: Some(service.into()),
+        discipline: Some(discipline.parse().expect("a discipline")),
+        service: Some(service.parse().expect("a service")),
         ..classic("random", 10)
     };
     // M/D/1 (Pollaczek–Khinchine): 1 + 0.9 / (2 · 0.1) = 5.5.
@@ -243,9 +243,9 @@ fn bursts_fan_out_under_least_connections() {
     let idle = |algorithm: &str| {
         simulate(Settings {
             backends: Some(10),
-            discipline: Some("delay".into()),
-            service: Some("const".into()),
-            arrivals: Some("regular".into()),
+            discipline: Some(Discipline::Delay),
+            service: Some(Service::Const),
+            arrivals: Some(Arrivals::Regular),
             rate: Some(5.0), // a burst every 2 time units; each request takes 1
             burst: Some(10),
             requests: Some(1000),
@@ -470,6 +470,19 @@ fn the_table_and_help_say_what_they_measure() {
     ] {
         assert!(help.contains(flag), "{flag} missing from simulate --help");
     }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_simulation_quietly_with_status_0() {
+    let mut sim =
+        common::Running::start(&["simulate", "--requests", "2000", "--replications", "1"]);
+    // Closed before the table is written, like `| head -0`.
+    drop(sim.child.stdout.take());
+    let stderr = common::read_all(sim.child.stderr.take().expect("piped stderr"));
+    let status = sim.wait(common::TIMEOUT);
+    let stderr = String::from_utf8(stderr.join().expect("stderr")).expect("UTF-8");
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }
 
 #[test]

@@ -5,87 +5,40 @@
 //! do, never with floats.
 
 use super::{NoBackend, Pool};
+use crate::names::named_enum;
 use std::cmp::Ordering;
 
-/// The selection algorithms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Algorithm {
-    /// The eligible backend with the lowest active ÷ weight (plain least
-    /// connections when all weights are 1); ties by the tie-break.
-    #[default]
-    LeastConnections,
-    /// NGINX's smooth weighted round-robin over the eligible backends.
-    RoundRobin,
-    /// An eligible backend at random, in proportion to weight.
-    Random,
-    /// Two distinct eligible backends at random; the lower active ÷ weight
-    /// wins, the lower position on a tie.
-    PowerOfTwoChoices,
-}
-
-impl Algorithm {
-    /// Every protocol name, with the algorithm it means. The first name of
-    /// each algorithm is its own.
-    pub const NAMES: &'static [(&'static str, Algorithm)] = &[
-        ("least-connections", Algorithm::LeastConnections),
-        ("weighted-least-connections", Algorithm::LeastConnections),
-        ("round-robin", Algorithm::RoundRobin),
-        ("random", Algorithm::Random),
-        ("power-of-two-choices", Algorithm::PowerOfTwoChoices),
-    ];
-
-    /// Looks an algorithm up by a protocol name.
-    pub fn from_name(name: &str) -> Option<Algorithm> {
-        lookup(Self::NAMES, name)
-    }
-
-    /// The protocol name of this algorithm.
-    pub fn name(self) -> &'static str {
-        name_of(Self::NAMES, self)
+named_enum! {
+    /// The selection algorithms, by their protocol names.
+    #[derive(Default)]
+    pub enum Algorithm("algorithm") {
+        /// The eligible backend with the lowest active ÷ weight (plain least
+        /// connections when all weights are 1); ties by the tie-break.
+        #[default]
+        LeastConnections = "least-connections" | "weighted-least-connections",
+        /// NGINX's smooth weighted round-robin over the eligible backends.
+        RoundRobin = "round-robin",
+        /// An eligible backend at random, in proportion to weight.
+        Random = "random",
+        /// Two distinct eligible backends at random; the lower active ÷ weight
+        /// wins, the lower position on a tie.
+        PowerOfTwoChoices = "power-of-two-choices",
     }
 }
 
-/// How least-connections chooses among backends with equal lowest scores.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TieBreak {
-    /// The first in pool order.
-    #[default]
-    LowestIndex,
-    /// The first whose position is after the previous pick's (by any
-    /// algorithm), wrapping around.
-    RoundRobin,
-    /// One of them at random, uniformly.
-    Random,
-}
-
-impl TieBreak {
-    pub const NAMES: &'static [(&'static str, TieBreak)] = &[
-        ("lowest-index", TieBreak::LowestIndex),
-        ("round-robin", TieBreak::RoundRobin),
-        ("random", TieBreak::Random),
-    ];
-
-    pub fn from_name(name: &str) -> Option<TieBreak> {
-        lookup(Self::NAMES, name)
+named_enum! {
+    /// How least-connections chooses among backends with equal lowest scores.
+    #[derive(Default)]
+    pub enum TieBreak("tie-break") {
+        /// The first in pool order.
+        #[default]
+        LowestIndex = "lowest-index",
+        /// The first whose position is after the previous pick's (by any
+        /// algorithm), wrapping around.
+        RoundRobin = "round-robin",
+        /// One of them at random, uniformly.
+        Random = "random",
     }
-
-    pub fn name(self) -> &'static str {
-        name_of(Self::NAMES, self)
-    }
-}
-
-/// The value a name table gives a name. Shared by every enum named on
-/// the command line or the wire.
-pub(crate) fn lookup<T: Copy>(names: &[(&str, T)], name: &str) -> Option<T> {
-    names.iter().find(|(n, _)| *n == name).map(|&(_, t)| t)
-}
-
-/// The first name a table gives a value.
-pub(crate) fn name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], value: T) -> &'static str {
-    names
-        .iter()
-        .find(|(_, t)| *t == value)
-        .map_or("", |&(n, _)| n)
 }
 
 /// Why a backend may not take a new connection.

@@ -375,7 +375,7 @@ impl Framer {
     fn error(&mut self, index: usize, byte: u8, what: &str) -> Step {
         let at = self.position_of(index);
         let started = self.current.map(|c| c.at);
-        let reported = self.current.map_or(true, |c| c.start.is_some());
+        let reported = self.current.is_none_or(|c| c.start.is_some());
         if byte == b'{' && !self.line_has_content && started.is_some() {
             // A message opening its own line while another was unfinished:
             // the earlier one was cut short. Resume at this '{'.

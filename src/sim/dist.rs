@@ -5,7 +5,7 @@
 //! in 1 ÷ `s` on average.
 
 use crate::engine::rng::Rng;
-use crate::engine::select::{lookup, name_of};
+use crate::names::named_enum;
 use std::fmt;
 
 /// The distribution of request sizes, each with mean 1.
@@ -146,35 +146,45 @@ impl fmt::Display for Service {
     }
 }
 
+impl std::str::FromStr for Service {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Service, String> {
+        Service::parse(text)
+    }
+}
+
+impl serde::Serialize for Service {
+    /// As written in a scenario file: `lognormal:1.15`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Service {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Service, D::Error> {
+        let text = String::deserialize(d)?;
+        Service::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A standard normal draw (Box–Muller, one of the pair).
 fn normal(rng: &mut Rng) -> f64 {
     let radius = (-2.0 * rng.next_f64().ln()).sqrt();
     radius * (std::f64::consts::TAU * rng.next_f64()).cos()
 }
 
-/// How arrival times are spaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arrivals {
-    /// A Poisson process: independent exponential gaps.
-    Poisson,
-    /// Exactly equal gaps, starting at time 0.
-    Regular,
+named_enum! {
+    /// How arrival times are spaced.
+    pub enum Arrivals("arrivals") {
+        /// A Poisson process: independent exponential gaps.
+        Poisson = "poisson",
+        /// Exactly equal gaps, starting at time 0.
+        Regular = "regular",
+    }
 }
 
 impl Arrivals {
-    pub const NAMES: &'static [(&'static str, Arrivals)] = &[
-        ("poisson", Arrivals::Poisson),
-        ("regular", Arrivals::Regular),
-    ];
-
-    pub fn from_name(name: &str) -> Option<Arrivals> {
-        lookup(Self::NAMES, name)
-    }
-
-    pub fn name(self) -> &'static str {
-        name_of(Self::NAMES, self)
-    }
-
     /// The gap before the next arrival (or group of arrivals), for a mean
     /// gap of `mean`.
     pub fn gap(self, mean: f64, rng: &mut Rng) -> f64 {
@@ -261,6 +271,22 @@ mod tests {
         ] {
             assert_eq!(Service::parse(text).unwrap().to_string(), text);
         }
+        assert_eq!(
+            serde_json::from_str::<Service>(r#""pareto:3""#).unwrap(),
+            Service::Pareto { alpha: 3.0 }
+        );
+        assert_eq!(
+            serde_json::to_string(&Service::Bimodal {
+                long: 0.2,
+                ratio: 5.0
+            })
+            .unwrap(),
+            r#""bimodal:0.2:5""#
+        );
+        assert!(serde_json::from_str::<Service>(r#""gamma""#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown service"));
         assert_eq!(
             Service::parse("lognormal").unwrap(),
             Service::Lognormal { sigma: 1.15 }

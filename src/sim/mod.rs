@@ -29,18 +29,23 @@
 //!   The mean's 95% confidence interval uses Student's t over the
 //!   replications' means; percentiles pool every replication.
 //!
-//! - [`scenario`]: the parameters, from a TOML file and flags.
+//! - [`settings`]: every setting, declared once for flags and TOML files.
+//! - [`scenario`]: the settings checked and completed into a scenario.
 //! - [`dist`]: request sizes and arrival gaps.
 //! - `run`: the event loop of one replication.
 //! - [`stats`]: the latency histogram, spread and confidence intervals.
 //! - [`report`]: the table and the JSON document.
 //! - [`svg`]: the charts.
 //! - [`transcript`]: the messages a real node would receive.
+//! - [`output`]: a run for `leastconn simulate`: its transcript and chart
+//!   files, its progress bar, and its table or JSON document.
 
 pub mod dist;
+pub mod output;
 pub mod report;
 mod run;
 pub mod scenario;
+pub mod settings;
 pub mod stats;
 pub mod svg;
 pub mod transcript;

@@ -10,9 +10,10 @@
 //!              "replication_means":[1.5,1.53,1.51,1.54,1.52]}]}
 //! ```
 //!
-//! - `scenario`: every parameter after defaults, with the names the flags
-//!   use (`tie_break`, `max_connections` in snake case), `rate` and `load`
-//!   both given, and `service` with its parameters (`lognormal:1.15`).
+//! - `scenario`: every field of the [`Scenario`] (every parameter after
+//!   defaults), with the names the flags use (`tie_break`, `max_connections`
+//!   in snake case), `rate` and `load` both given, `backends` counted, and
+//!   `service` with its parameters (`lognormal:1.15`).
 //! - `results`: one per algorithm, in the order asked. Times are in units of
 //!   a speed-1 backend's mean service time. `mean` is the mean over
 //!   replications of each replication's mean time in system; `mean_ci95` is
@@ -25,7 +26,7 @@
 //!   replications. A figure with nothing to measure is `null`.
 
 use super::{AlgorithmResult, Report, Scenario};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
 /// The JSON document.
@@ -36,27 +37,22 @@ pub fn to_json(report: &Report) -> Value {
     })
 }
 
+/// The scenario's own fields, in its order, with the derived `backends`
+/// first and `load` after `rate`.
 fn scenario_json(s: &Scenario) -> Value {
-    json!({
-        "backends": s.speeds.len(),
-        "speeds": s.speeds,
-        "weights": s.weights,
-        "max_connections": s.max_connections,
-        "discipline": s.discipline.name(),
-        "service": s.service.to_string(),
-        "arrivals": s.arrivals.name(),
-        "rate": s.rate,
-        "load": s.load(),
-        "burst": s.burst,
-        "algorithms": s.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
-        "tie_break": s.tie_break.name(),
-        "balancers": s.balancers,
-        "sync": s.sync,
-        "requests": s.requests,
-        "warmup": s.warmup,
-        "replications": s.replications,
-        "seed": s.seed,
-    })
+    // Cannot fail: every field is a number, a string, or a list of them.
+    let fields = match serde_json::to_value(s) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    };
+    let mut out = Map::new();
+    out.insert("backends".into(), s.speeds.len().into());
+    for (key, value) in fields {
+        let after = (key == "rate").then(|| ("load".to_owned(), Value::from(s.load())));
+        out.insert(key, value);
+        out.extend(after);
+    }
+    Value::Object(out)
 }
 
 fn result_json(r: &AlgorithmResult) -> Value {
@@ -167,5 +163,64 @@ fn number(value: Option<f64>) -> String {
             }
         }
         _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Algorithm, TieBreak};
+    use crate::sim::{Arrivals, Discipline, Service};
+
+    #[test]
+    fn the_scenario_is_every_field_with_backends_and_load_derived() {
+        let s = Scenario {
+            speeds: vec![10.0, 2.5, 1.0],
+            weights: vec![4, 2, 1],
+            max_connections: Some(7),
+            discipline: Discipline::Ps,
+            service: Service::Bimodal {
+                long: 0.2,
+                ratio: 5.0,
+            },
+            arrivals: Arrivals::Regular,
+            rate: 6.75,
+            burst: 3,
+            algorithms: vec![Algorithm::PowerOfTwoChoices, Algorithm::LeastConnections],
+            tie_break: TieBreak::RoundRobin,
+            balancers: 2,
+            sync: 0.5,
+            requests: 1000,
+            warmup: 0.25,
+            replications: 3,
+            seed: u64::MAX,
+        };
+        let expected = json!({
+            "backends": 3,
+            "speeds": [10.0, 2.5, 1.0],
+            "weights": [4, 2, 1],
+            "max_connections": 7,
+            "discipline": "ps",
+            "service": "bimodal:0.2:5",
+            "arrivals": "regular",
+            "rate": 6.75,
+            "load": 0.5,
+            "burst": 3,
+            "algorithms": ["power-of-two-choices", "least-connections"],
+            "tie_break": "round-robin",
+            "balancers": 2,
+            "sync": 0.5,
+            "requests": 1000,
+            "warmup": 0.25,
+            "replications": 3,
+            "seed": u64::MAX,
+        });
+        // Byte for byte: the same keys in the same order.
+        assert_eq!(scenario_json(&s).to_string(), expected.to_string());
+        let unlimited = Scenario {
+            max_connections: None,
+            ..s
+        };
+        assert_eq!(scenario_json(&unlimited)["max_connections"], Value::Null);
     }
 }

@@ -1,109 +1,28 @@
 //! The model's parameters: partial [`Settings`] from a TOML file and from
-//! flags, merged (flags win) and checked into a [`Scenario`].
+//! flags (declared in [`settings`](super::settings)), merged (flags win)
+//! and checked into a [`Scenario`].
 
 use super::dist::{Arrivals, Service};
-use crate::engine::select::{lookup, name_of};
+pub use super::settings::Settings;
 use crate::engine::{Algorithm, TieBreak, DEFAULT_SEED};
-use serde::Deserialize;
+use crate::names::named_enum;
 use std::fmt;
 
-/// How a backend serves the requests it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Discipline {
-    /// One request at a time, the rest wait in order (classic queueing).
-    Fifo,
-    /// All at once, sharing the backend's speed equally (a web server
-    /// serving its connections concurrently).
-    Ps,
-    /// Each request takes its own time whatever the load (an infinite
-    /// server).
-    Delay,
-}
-
-impl Discipline {
-    pub const NAMES: &'static [(&'static str, Discipline)] = &[
-        ("fifo", Discipline::Fifo),
-        ("ps", Discipline::Ps),
-        ("delay", Discipline::Delay),
-    ];
-
-    pub fn from_name(name: &str) -> Option<Discipline> {
-        lookup(Self::NAMES, name)
+named_enum! {
+    /// How a backend serves the requests it holds.
+    pub enum Discipline("discipline") {
+        /// One request at a time, the rest wait in order (classic queueing).
+        Fifo = "fifo",
+        /// All at once, sharing the backend's speed equally (a web server
+        /// serving its connections concurrently).
+        Ps = "ps",
+        /// Each request takes its own time whatever the load (an infinite
+        /// server).
+        Delay = "delay",
     }
-
-    pub fn name(self) -> &'static str {
-        name_of(Self::NAMES, self)
-    }
-}
-
-/// Every setting, each optional: one layer of configuration. A scenario
-/// file is one layer, the flags another.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    pub backends: Option<u64>,
-    pub speeds: Option<Vec<f64>>,
-    pub weights: Option<Vec<u64>>,
-    pub max_connections: Option<u64>,
-    pub discipline: Option<String>,
-    pub service: Option<String>,
-    pub arrivals: Option<String>,
-    pub load: Option<f64>,
-    pub rate: Option<f64>,
-    pub burst: Option<u64>,
-    pub algorithms: Option<Vec<String>>,
-    pub tie_break: Option<String>,
-    pub balancers: Option<u64>,
-    pub sync: Option<f64>,
-    pub requests: Option<u64>,
-    pub warmup: Option<f64>,
-    pub replications: Option<u64>,
-    pub seed: Option<u64>,
 }
 
 impl Settings {
-    /// Reads a scenario file's TOML.
-    pub fn from_toml(text: &str) -> Result<Settings, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// This layer with `over`'s settings taking precedence. `--backends`
-    /// and `--speeds` replace each other, as do `--load` and `--rate`.
-    pub fn overridden_by(mut self, over: Settings) -> Settings {
-        if over.backends.is_some() || over.speeds.is_some() {
-            self.backends = None;
-            self.speeds = None;
-        }
-        if over.load.is_some() || over.rate.is_some() {
-            self.load = None;
-            self.rate = None;
-        }
-        macro_rules! take {
-            ($($field:ident),*) => { $( if over.$field.is_some() { self.$field = over.$field; } )* };
-        }
-        take!(
-            backends,
-            speeds,
-            weights,
-            max_connections,
-            discipline,
-            service,
-            arrivals,
-            load,
-            rate,
-            burst,
-            algorithms,
-            tie_break,
-            balancers,
-            sync,
-            requests,
-            warmup,
-            replications,
-            seed
-        );
-        self
-    }
-
     /// Checks the settings and fills in the defaults.
     pub fn resolve(self) -> Result<Scenario, String> {
         let speeds = match (self.backends, self.speeds) {
@@ -134,28 +53,9 @@ impl Settings {
         if weights.iter().all(|&w| w == 0) {
             return Err("at least one weight must be above 0".into());
         }
-        let discipline = match self.discipline.as_deref() {
-            None => Discipline::Fifo,
-            Some(name) => Discipline::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown discipline {name:?}; one of {}",
-                    one_of(Discipline::NAMES)
-                )
-            })?,
-        };
-        let service = match self.service.as_deref() {
-            None => Service::Exp,
-            Some(text) => Service::parse(text)?,
-        };
-        let arrivals = match self.arrivals.as_deref() {
-            None => Arrivals::Poisson,
-            Some(name) => Arrivals::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown arrivals {name:?}; one of {}",
-                    one_of(Arrivals::NAMES)
-                )
-            })?,
-        };
+        let discipline = self.discipline.unwrap_or(Discipline::Fifo);
+        let service = self.service.unwrap_or(Service::Exp);
+        let arrivals = self.arrivals.unwrap_or(Arrivals::Poisson);
         let capacity: f64 = speeds.iter().sum();
         let positive = |what: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -181,15 +81,10 @@ impl Settings {
                 Algorithm::Random,
                 Algorithm::PowerOfTwoChoices,
             ],
-            Some(names) => {
+            Some(asked) => {
+                // Each once, in the order first asked.
                 let mut list = Vec::new();
-                for name in names {
-                    let a = Algorithm::from_name(name.trim()).ok_or_else(|| {
-                        format!(
-                            "unknown algorithm {name:?}; one of {}",
-                            one_of(Algorithm::NAMES)
-                        )
-                    })?;
+                for a in asked {
                     if !list.contains(&a) {
                         list.push(a);
                     }
@@ -200,15 +95,7 @@ impl Settings {
                 list
             }
         };
-        let tie_break = match self.tie_break.as_deref() {
-            None => TieBreak::default(),
-            Some(name) => TieBreak::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown tie-break {name:?}; one of {}",
-                    one_of(TieBreak::NAMES)
-                )
-            })?,
-        };
+        let tie_break = self.tie_break.unwrap_or_default();
         let balancers = self.balancers.unwrap_or(1);
         if !(1..=MAX_BALANCERS).contains(&balancers) {
             return Err(format!("between 1 and {MAX_BALANCERS} balancers, please"));
@@ -260,8 +147,9 @@ const DEFAULT_REQUESTS: u64 = 100_000;
 const MAX_BACKENDS: usize = 1 << 20;
 const MAX_BALANCERS: u64 = 1024;
 
-/// A checked, complete description of what to simulate.
-#[derive(Clone, Debug, PartialEq)]
+/// A checked, complete description of what to simulate. It serializes as
+/// the JSON report's `scenario`, which adds the figures derived from it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Scenario {
     /// One per backend, in pool order: requests per unit of time it serves
     /// alone.
@@ -354,12 +242,6 @@ impl fmt::Display for Scenario {
     }
 }
 
-/// A name table's names, for an error message.
-fn one_of<T>(names: &[(&str, T)]) -> String {
-    let names: Vec<&str> = names.iter().map(|&(n, _)| n).collect();
-    names.join(", ")
-}
-
 /// A number with at most six decimals and no trailing zeros.
 fn short(v: f64) -> String {
     let text = format!("{v:.6}");
@@ -418,10 +300,15 @@ mod tests {
 
     #[test]
     fn bad_settings_say_what_is_wrong() {
-        assert!(Settings::from_toml("backend = 3")
-            .unwrap_err()
-            .contains("unknown field"));
-        let cases: [(Settings, &str); 8] = [
+        for (toml, expected) in [
+            ("backend = 3", "unknown field"),
+            ("discipline = \"lifo\"", "unknown discipline"),
+            ("algorithms = [\"fastest\"]", "unknown algorithm"),
+        ] {
+            let err = Settings::from_toml(toml).unwrap_err();
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+        let cases: [(Settings, &str); 6] = [
             (
                 Settings {
                     speeds: Some(vec![1.0, 0.0]),
@@ -443,20 +330,6 @@ mod tests {
                     ..Settings::default()
                 },
                 "load or rate",
-            ),
-            (
-                Settings {
-                    discipline: Some("lifo".into()),
-                    ..Settings::default()
-                },
-                "unknown discipline",
-            ),
-            (
-                Settings {
-                    algorithms: Some(vec!["fastest".into()]),
-                    ..Settings::default()
-                },
-                "unknown algorithm",
             ),
             (
                 Settings {
