@@ -139,6 +139,12 @@ pub struct NodeArgs {
     /// Error replies are normal traffic either way.
     #[arg(long, verbatim_doc_comment)]
     pub strict: bool,
+    /// read every message with the precise parser
+    /// only, not the one-pass read first: the same
+    /// replies, more CPU (for measuring the one-pass
+    /// read)
+    #[arg(long, verbatim_doc_comment)]
+    pub no_one_pass: bool,
 }
 
 /// `leastconn replay`'s flags.
@@ -303,10 +309,9 @@ fn parse_seconds(text: &str) -> anyhow::Result<Duration> {
 }
 
 fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
-    // Any option without a flag keeps its default.
     let options = Options {
         max_message_size: args.max_message_size,
-        ..Options::default()
+        one_pass: !args.no_one_pass,
     };
     let stdin = io::stdin().lock();
     let stderr = io::stderr().lock();

@@ -15,6 +15,7 @@ fn no_arguments_is_the_node_with_defaults() {
         Command::Node(NodeArgs {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             strict: false,
+            no_one_pass: false,
         })
     );
     assert_eq!(
@@ -22,6 +23,7 @@ fn no_arguments_is_the_node_with_defaults() {
         Command::Node(NodeArgs {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             strict: true,
+            no_one_pass: false,
         })
     );
 }
@@ -40,6 +42,7 @@ fn sizes_take_binary_suffixes() {
         Command::Node(NodeArgs {
             max_message_size: 1024,
             strict: false,
+            no_one_pass: false,
         })
     );
 }
@@ -203,6 +206,7 @@ fn a_repeated_flag_takes_its_last_value() {
         Command::Node(NodeArgs {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             strict: true,
+            no_one_pass: false,
         })
     );
 }
