@@ -9,23 +9,33 @@
 //!
 //! # Layout
 //!
-//! One engine, front-ends around it: the node (the first five modules; data
-//! flows down the list and replies flow back up) and the simulator.
+//! One engine, front-ends around it: the node (the modules from [`cli`]
+//! to [`protocol`]; data flows down the list and replies flow back up) and
+//! the simulator.
 //!
 //! - [`cli`]: the command line (clap): arguments, each command's `--help`,
 //!   usage errors in the program's words, and which command runs.
 //!   `main.rs` only turns its result into an exit status: every error is
 //!   reported there, once (status 2, or a quiet 0 for a closed pipe).
-//! - [`event_loop`]: reads input, hands it to the framer, dispatches each
-//!   message to the node, writes replies and diagnostics, and decides when
-//!   to flush.
-//! - [`framing`]: cuts the byte stream into JSON objects with an incremental
-//!   syntax check, and says where malformed input went wrong; ordinary
-//!   messages are offered whole to the node's one-pass parse first.
-//! - [`node`]: the node's state (its id and the pool); applies one parsed
-//!   request to the engine and builds its reply.
-//! - [`protocol`]: typed messages: parses envelopes and bodies into requests
-//!   with Maelstrom error codes, and serializes replies.
+//! - [`event_loop`]: reads input, feeds the framer, decides how each
+//!   message is read (the one-pass read first where an object begins, the
+//!   precise one for what that declines), hands it to the node, writes
+//!   replies and diagnostics, and decides when to flush.
+//! - [`framing`]: takes bytes and says where the next object begins, where
+//!   it ends, or why the input there cannot be a message (an incremental
+//!   syntax check that knows where malformed input went wrong and where to
+//!   resume). It knows nothing of messages.
+//! - [`node`]: the node's state (its id, the pool, which counts replies
+//!   list) and the two ways a message reaches it.
+//! - [`message`]: one module per message type (`init`, `http_request`,
+//!   `request_complete`, `add_backend`, `remove_backend`, `set_backend`,
+//!   `stats`), each with its parse, what it does to the node, and its
+//!   reply; the table in `message/mod.rs` dispatches on `type`.
+//! - [`protocol`]: what all messages share: the wire format's
+//!   specification, the envelope, Maelstrom error codes, the body's fields
+//!   declared once and the check of each ([`protocol::fields`], read by
+//!   both the one-pass and the precise parse), and the reply writer's
+//!   primitives ([`protocol::write`]).
 //! - [`engine`]: the balancing engine: the backend pool, counts, health,
 //!   weights, limits and statistics. No I/O and no JSON; every front-end
 //!   drives it.

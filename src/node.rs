@@ -9,6 +9,7 @@
 
 use crate::engine::{Algorithm, Pick, Pool};
 use crate::message::{self, refusal};
+use crate::names::named_enum;
 use crate::protocol::write::WriteJson;
 use crate::protocol::{self, ProtocolError, Unanswerable};
 use std::borrow::Cow;
@@ -24,19 +25,16 @@ pub struct Node {
     changed: Vec<usize>,
 }
 
-/// Which backends a reply's `active_connections` lists.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CountsMode {
-    /// Every backend of the pool.
-    #[default]
-    All,
-    /// Only the backends whose count the message changed.
-    Changed,
-}
-
-impl CountsMode {
-    pub const NAMES: &'static [(&'static str, CountsMode)] =
-        &[("all", CountsMode::All), ("changed", CountsMode::Changed)];
+named_enum! {
+    /// Which backends a reply's `active_connections` lists.
+    #[derive(Default)]
+    pub enum CountsMode("counts") {
+        /// Every backend of the pool.
+        #[default]
+        All = "all",
+        /// Only the backends whose count the message changed.
+        Changed = "changed",
+    }
 }
 
 impl Node {

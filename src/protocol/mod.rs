@@ -103,7 +103,7 @@
 //! [`crate::message`]) checks the fields with the functions of [`fields`],
 //! so the two ways accept exactly the same messages and read them to the
 //! same request. Replies are written straight from the engine's state with
-//! the primitives of [`write`].
+//! the primitives of [`write`](mod@write).
 
 pub mod fields;
 pub mod write;

@@ -2,7 +2,7 @@
 //!
 //! Replies are written straight from the engine's state, one way: constant
 //! pieces (an object's opening and first key, a member's key with its
-//! comma, from [`key!`]) are copied whole, and values go through the
+//! comma, from `key!`) are copied whole, and values go through the
 //! methods of [`WriteJson`]. Nothing builds an intermediate JSON value.
 
 /// `,"name":`, the key of an object member after the first, as one

@@ -8,7 +8,7 @@
 //! requests with completions and to read.
 
 use crate::engine::{Algorithm, TieBreak};
-use serde_json::json;
+use crate::protocol::write::{key, WriteJson};
 use std::io::{self, Write};
 
 /// Writes a transcript, keeping the first write error for [`finish`]
@@ -40,58 +40,68 @@ impl<W: Write> Transcript<W> {
         }
     }
 
-    fn line(&mut self, write: impl FnOnce(&mut W, u64) -> io::Result<()>) {
-        if self.error.is_none() {
-            self.msg_id += 1;
-            if let Err(e) = write(&mut self.out, self.msg_id) {
-                self.error = Some(e);
-            }
+    /// Writes one message from the client to the node, with the node's
+    /// own JSON writer: `body` writes the body's members after `type` and
+    /// `msg_id`.
+    fn line(&mut self, kind: &str, body: impl FnOnce(&mut Vec<u8>)) {
+        if self.error.is_some() {
+            return;
+        }
+        self.msg_id += 1;
+        let mut line = Vec::with_capacity(128);
+        line.raw(b"{\"src\":\"client\",\"dest\":\"lb\",\"body\":{\"type\":");
+        line.str(kind);
+        line.raw(key!("msg_id"));
+        line.u64(self.msg_id);
+        body(&mut line);
+        line.raw(b"}}\n");
+        if let Err(e) = self.out.write_all(&line) {
+            self.error = Some(e);
         }
     }
 
     pub fn init(&mut self, spec: &InitSpec<'_>) {
-        let backends: Vec<serde_json::Value> = spec
-            .names
-            .iter()
-            .zip(spec.weights)
-            .map(|(name, &weight)| {
-                json!({"name": name, "weight": weight, "max_connections": spec.max_connections})
-            })
-            .collect();
-        self.line(|out, msg_id| {
-            let body = json!({
-                "type": "init",
-                "msg_id": msg_id,
-                "node_id": "lb",
-                "backends": backends,
-                "algorithm": spec.algorithm.name(),
-                "tie_break": spec.tie_break.name(),
-                "seed": spec.seed,
-                "counts": "changed",
+        self.line("init", |out| {
+            out.raw(key!("node_id"));
+            out.str("lb");
+            out.raw(key!("backends"));
+            out.list(spec.names.iter().zip(spec.weights), |out, (name, &weight)| {
+                out.raw(b"{\"name\":");
+                out.str(name);
+                out.raw(key!("weight"));
+                out.u64(weight);
+                out.raw(key!("max_connections"));
+                out.opt_u64(spec.max_connections);
+                out.raw(b"}");
             });
-            writeln!(
-                out,
-                "{}",
-                json!({"src": "client", "dest": "lb", "body": body})
-            )
+            out.raw(key!("algorithm"));
+            out.str(spec.algorithm.name());
+            out.raw(key!("tie_break"));
+            out.str(spec.tie_break.name());
+            out.raw(key!("seed"));
+            out.u64(spec.seed);
+            out.raw(key!("counts"));
+            out.str("changed");
         });
     }
 
     pub fn request(&mut self, request: u64, time: f64) {
-        self.line(|out, msg_id| {
-            writeln!(
-                out,
-                r#"{{"src":"client","dest":"lb","body":{{"type":"http_request","msg_id":{msg_id},"request":{request},"time":{time}}}}}"#
-            )
+        self.line("http_request", |out| {
+            out.raw(key!("request"));
+            out.u64(request);
+            out.raw(key!("time"));
+            out.f64(time);
         });
     }
 
     pub fn complete(&mut self, request: u64, backend: &str, time: f64) {
-        self.line(|out, msg_id| {
-            writeln!(
-                out,
-                r#"{{"src":"client","dest":"lb","body":{{"type":"request_complete","msg_id":{msg_id},"request":{request},"backend":"{backend}","time":{time}}}}}"#
-            )
+        self.line("request_complete", |out| {
+            out.raw(key!("request"));
+            out.u64(request);
+            out.raw(key!("backend"));
+            out.str(backend);
+            out.raw(key!("time"));
+            out.f64(time);
         });
     }
 
@@ -101,5 +111,39 @@ impl<W: Write> Transcript<W> {
             Some(e) => Err(e),
             None => self.out.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_numbers_are_written_as_json() {
+        let mut out = Vec::new();
+        let mut t = Transcript::new(&mut out);
+        let names = ["a\"b".to_owned(), "c\\d\n".to_owned()];
+        t.init(&InitSpec {
+            names: &names,
+            weights: &[2, 1],
+            max_connections: None,
+            algorithm: Algorithm::LeastConnections,
+            tie_break: TieBreak::Random,
+            seed: 7,
+        });
+        t.request(0, 0.5);
+        t.complete(0, &names[1], 1.25);
+        t.finish().expect("in memory");
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .expect("UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        assert_eq!(lines[0]["body"]["backends"][0]["name"], "a\"b");
+        assert_eq!(lines[0]["body"]["backends"][1]["weight"], 1);
+        assert_eq!(lines[0]["body"]["seed"], 7);
+        assert_eq!(lines[1]["body"]["msg_id"], 2);
+        assert_eq!(lines[2]["body"]["backend"], "c\\d\n");
+        assert_eq!(lines[2]["body"]["time"], 1.25);
     }
 }
