@@ -52,10 +52,14 @@ fn main() -> anyhow::Result<()> {
             other => only.push(other.to_owned()),
         }
     }
-    let dir = PathBuf::from("target/bench");
+    // Where cargo put the builds, as cargo itself reads it.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let dir = target.join("bench");
     std::fs::create_dir_all(&dir)?;
-    let node = PathBuf::from("target/release/leastconn");
-    let floor = PathBuf::from("target/release/examples/json_floor");
+    let node = target.join("release/leastconn");
+    let floor = target.join("release/examples/json_floor");
     anyhow::ensure!(
         node.exists() && floor.exists(),
         "build first: scripts/bench does"
