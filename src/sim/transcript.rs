@@ -65,15 +65,18 @@ impl<W: Write> Transcript<W> {
             out.raw(key!("node_id"));
             out.str("lb");
             out.raw(key!("backends"));
-            out.list(spec.names.iter().zip(spec.weights), |out, (name, &weight)| {
-                out.raw(b"{\"name\":");
-                out.str(name);
-                out.raw(key!("weight"));
-                out.u64(weight);
-                out.raw(key!("max_connections"));
-                out.opt_u64(spec.max_connections);
-                out.raw(b"}");
-            });
+            out.list(
+                spec.names.iter().zip(spec.weights),
+                |out, (name, &weight)| {
+                    out.raw(b"{\"name\":");
+                    out.str(name);
+                    out.raw(key!("weight"));
+                    out.u64(weight);
+                    out.raw(key!("max_connections"));
+                    out.opt_u64(spec.max_connections);
+                    out.raw(b"}");
+                },
+            );
             out.raw(key!("algorithm"));
             out.str(spec.algorithm.name());
             out.raw(key!("tie_break"));
