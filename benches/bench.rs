@@ -25,6 +25,8 @@ struct Workload {
     bytes: u64,
     /// The same init and one request, to subtract the init's cost.
     init_only: Option<PathBuf>,
+    /// Arguments for the node.
+    args: Vec<&'static str>,
 }
 
 struct Measure {
@@ -46,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             "--quick" => quick = true,
             "-h" | "--help" => {
                 println!("usage: scripts/bench [--runs N] [--quick] [WORKLOAD...]");
-                println!("workloads: course steady large-1000 large-10000 large-100000 large-1000000 startup");
+                println!("workloads: course course-precise steady large-1000 large-10000 large-100000 large-1000000 startup");
                 return Ok(());
             }
             other => only.push(other.to_owned()),
@@ -66,10 +68,17 @@ fn main() -> anyhow::Result<()> {
     );
 
     let scale = if quick { 10 } else { 1 };
-    let mut workloads = vec![
-        course(&dir, 200_000 / scale)?,
-        steady(&dir, 1_000_000 / scale)?,
-    ];
+    let course = course(&dir, 200_000 / scale)?;
+    // The same messages with the one-pass read off: what it saves.
+    let course_precise = Workload {
+        name: "course-precise".into(),
+        path: course.path.clone(),
+        messages: course.messages,
+        bytes: course.bytes,
+        init_only: None,
+        args: vec!["--no-one-pass"],
+    };
+    let mut workloads = vec![course, course_precise, steady(&dir, 1_000_000 / scale)?];
     for backends in [1_000, 10_000, 100_000, 1_000_000] {
         // Enough messages that their cost, not the init's, dominates.
         workloads.push(large(&dir, backends, 1_000_000 / scale)?);
@@ -83,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let mut per_message = Vec::new();
     for w in &workloads {
         eprint!("{} ", w.name);
-        let (ours, theirs, ratio) = paired(runs, &node, &floor, &w.path, time)?;
+        let (ours, theirs, ratio) = paired(runs, (&node, &w.args), &floor, &w.path, time)?;
         eprintln!();
         let mb = w.bytes as f64 / 1e6;
         writeln!(
@@ -105,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             // the init alone (the init of a million backends is a one-time
             // cost that would otherwise hide the per-message one), in CPU
             // time where known.
-            let base = median(runs, || measure(&node, init_only, time))?;
+            let base = median(runs, || measure(&node, &w.args, init_only, time))?;
             let spent = |m: &Measure| m.cpu.unwrap_or(m.seconds);
             let marginal = (spent(&ours) - spent(&base)) / (w.messages - 2) as f64;
             per_message.push((w.name.clone(), marginal, spent(&base)));
@@ -113,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     }
     if only.is_empty() || only.iter().any(|o| o == "startup") {
         let path = startup(&dir)?;
-        let (ours, theirs, ratio) = paired(runs.max(5) * 20, &node, &floor, &path, false)?;
+        let (ours, theirs, ratio) = paired(runs.max(5) * 20, (&node, &[]), &floor, &path, false)?;
         writeln!(
             table,
             "| startup (init + 1 request), wall | 2 | 0.0 | {:.4} | | | | {:.4} | | {:.2} (wall) |",
@@ -148,15 +157,15 @@ fn mib(kib: Option<u64>) -> String {
 /// (of CPU time where known, else of wall time).
 fn paired(
     runs: usize,
-    node: &Path,
+    (node, args): (&Path, &[&str]),
     floor: &Path,
     input: &Path,
     time: bool,
 ) -> anyhow::Result<(Measure, Measure, f64)> {
     let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
-        let a = measure(node, input, time)?;
-        let b = measure(floor, input, time)?;
+        let a = measure(node, args, input, time)?;
+        let b = measure(floor, &[], input, time)?;
         ratios.push(match (a.cpu, b.cpu) {
             (Some(x), Some(y)) if y > 0.0 => x / y,
             _ => a.seconds / b.seconds,
@@ -169,7 +178,12 @@ fn paired(
 }
 
 /// Runs `program` with `input` on stdin, output discarded.
-fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Measure> {
+fn measure(
+    program: &Path,
+    args: &[&str],
+    input: &Path,
+    with_time: bool,
+) -> anyhow::Result<Measure> {
     let stdin = std::fs::File::open(input)?;
     let report = std::env::temp_dir().join(format!("leastconn-bench-{}", std::process::id()));
     let mut command = if with_time {
@@ -178,10 +192,13 @@ fn measure(program: &Path, input: &Path, with_time: bool) -> anyhow::Result<Meas
             .arg("%M %U %S")
             .arg("-o")
             .arg(&report)
-            .arg(program);
+            .arg(program)
+            .args(args);
         c
     } else {
-        Command::new(program)
+        let mut c = Command::new(program);
+        c.args(args);
+        c
     };
     let started = Instant::now();
     let status = command
@@ -272,6 +289,7 @@ impl Writer {
             messages: self.messages,
             bytes,
             init_only: None,
+            args: Vec::new(),
         })
     }
 }

@@ -46,6 +46,8 @@ enum Outcome {
         down: usize,
         drained: usize,
         full: usize,
+        /// Eligible, but left out of this pick.
+        tried: usize,
         empty: bool,
     },
     Refused(&'static str),
@@ -122,10 +124,12 @@ impl Model {
         Ok(())
     }
 
-    fn pick(&mut self, algorithm: Option<Algorithm>) -> Outcome {
+    /// Picks among the eligible backends not named in `excluded`.
+    fn pick(&mut self, algorithm: Option<Algorithm>, excluded: &[String]) -> Outcome {
         let algorithm = algorithm.unwrap_or(self.algorithm);
+        let left_out = |b: &ModelBackend| excluded.contains(&b.name);
         let eligible: Vec<usize> = (0..self.backends.len())
-            .filter(|&i| Self::eligible(&self.backends[i]))
+            .filter(|&i| Self::eligible(&self.backends[i]) && !left_out(&self.backends[i]))
             .collect();
         if eligible.is_empty() {
             let count =
@@ -134,7 +138,8 @@ impl Model {
                 empty: self.backends.is_empty(),
                 down: count(&|b| !b.healthy),
                 drained: count(&|b| b.healthy && b.weight == 0),
-                full: count(&|b| b.healthy && b.weight > 0),
+                full: count(&|b| b.healthy && b.weight > 0 && !Self::eligible(b)),
+                tried: count(&|b| Self::eligible(b) && left_out(b)),
             };
         }
         let chosen = match algorithm {
@@ -254,6 +259,9 @@ enum Op {
     Request {
         snapshot: Option<Vec<(String, u64)>>,
         algorithm: Option<Algorithm>,
+        /// Backends this request has already failed on, as a proxy's retry
+        /// leaves them out.
+        excluded: Vec<String>,
     },
     Complete(String),
     Change(String, BackendChange),
@@ -299,8 +307,9 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (
             prop::option::weighted(0.3, prop::collection::vec((name(), count()), 0..4)),
             prop::option::weighted(0.2, algorithm()),
+            prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(name(), 1..4)],
         )
-            .prop_map(|(snapshot, algorithm)| Op::Request { snapshot, algorithm }),
+            .prop_map(|(snapshot, algorithm, excluded)| Op::Request { snapshot, algorithm, excluded }),
         5 => name().prop_map(Op::Complete),
         2 => (
             name(),
@@ -411,6 +420,7 @@ fn apply(pool: &mut Pool, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
         Op::Request {
             snapshot,
             algorithm,
+            excluded,
         } => {
             if let Some(entries) = snapshot {
                 let borrowed: Vec<(&str, u64)> =
@@ -430,26 +440,45 @@ fn apply(pool: &mut Pool, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
                     }
                 }
             }
-            let engine = match pool.pick(*algorithm, false).chosen {
+            let chosen = if excluded.is_empty() {
+                pool.pick(*algorithm, false).chosen
+            } else {
+                // Left out by id, as a proxy does: names not in the pool
+                // have none.
+                let ids: Vec<_> = excluded
+                    .iter()
+                    .filter_map(|n| pool.get(n).and(pool.iter().position(|(m, _)| m == n)))
+                    .filter_map(|i| pool.id_at(i))
+                    .collect();
+                let chosen = pool.pick_excluding(*algorithm, &ids);
+                if chosen.is_err() {
+                    pool.reject();
+                }
+                chosen
+            };
+            let engine = match chosen {
                 Ok(i) => Outcome::Picked(pool.get_index(i).unwrap().0.to_owned()),
                 Err(NoBackend::EmptyPool) => Outcome::NoBackend {
                     empty: true,
                     down: 0,
                     drained: 0,
                     full: 0,
+                    tried: 0,
                 },
                 Err(NoBackend::NoneEligible {
                     down,
                     drained,
                     full,
+                    tried,
                 }) => Outcome::NoBackend {
                     empty: false,
                     down,
                     drained,
                     full,
+                    tried,
                 },
             };
-            (engine, model.pick(*algorithm))
+            (engine, model.pick(*algorithm, excluded))
         }
         Op::Complete(n) => (
             engine_outcome(pool.complete(n, true, None)),

@@ -1,9 +1,17 @@
 //! The balancing engine: the backend pool, its counts and statistics, and
 //! the choice of backend for each request.
 //!
-//! This module knows nothing of JSON, messages or I/O; every front-end
-//! drives the same [`Pool`]. Every operation either succeeds completely or
-//! fails with an [`EngineError`] and leaves the pool exactly as it was.
+//! This module knows nothing of JSON, messages, I/O or clocks; every
+//! front-end drives the same [`Pool`]. Every operation either succeeds
+//! completely or fails with an [`EngineError`] and leaves the pool exactly
+//! as it was.
+//!
+//! A backend has a position (its place in pool order, which shifts when an
+//! earlier backend is removed) and a [`BackendId`] that never changes and is
+//! never reused: completing a request on a backend removed since it was
+//! picked is a harmless no-op, and a name removed and added again is a
+//! different backend. Each backend carries a payload of the front-end's
+//! (the proxy keeps its address there; the node keeps nothing).
 //!
 //! - [`select`]: the selection algorithms and tie-breaks, and the
 //!   explanation of a pick.
@@ -11,15 +19,37 @@
 //!   choice.
 //! - `tree`: the index that makes least-connections and power-of-two-choices
 //!   picks O(log N).
+//! - [`shared`]: a pool shared by concurrent tasks behind one short lock,
+//!   and the [`Lease`] that holds one request's count until it ends.
 
 pub mod rng;
 pub mod select;
+pub mod shared;
 mod tree;
 
 use indexmap::IndexMap;
 use std::fmt;
 
 pub use select::{Algorithm, Candidate, Explanation, Ineligible, Score, Tie, TieBreak};
+pub use shared::{Lease, SharedPool};
+
+/// A backend's identity for as long as it is in the pool, and never another
+/// backend's: a slot and the generation of that slot's occupant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendId {
+    slot: u32,
+    generation: u32,
+}
+
+/// Where a slot's backend is, if the slot is in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    generation: u32,
+    /// `FREE` when no backend holds the slot.
+    position: u32,
+}
+
+const FREE: u32 = u32::MAX;
 
 /// The largest count a backend can hold. A backend at this count cannot take
 /// another connection, so it is treated as full rather than allowed to wrap.
@@ -67,13 +97,16 @@ pub struct BackendChange {
 
 /// One backend of the pool. Kept small: a pool may hold millions.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Backend {
+pub struct Backend<P = ()> {
     active: u64,
     weight: u64,
     /// `u64::MAX` for no limit, which behaves the same: no count exceeds it.
     limit: u64,
     healthy: bool,
+    /// Its slot, for its [`BackendId`].
+    slot: u32,
     stats: BackendStats,
+    payload: P,
 }
 
 /// What has happened on a backend since it joined the pool.
@@ -96,15 +129,22 @@ impl BackendStats {
     }
 }
 
-impl Backend {
-    fn new(spec: &BackendSpec<'_>) -> Self {
+impl<P> Backend<P> {
+    fn new(spec: &BackendSpec<'_>, payload: P) -> Self {
         Backend {
             active: 0,
             weight: spec.weight,
             limit: spec.max_connections.unwrap_or(u64::MAX),
             healthy: true,
+            slot: FREE,
             stats: BackendStats::default(),
+            payload,
         }
+    }
+
+    /// What the front-end keeps with this backend.
+    pub fn payload(&self) -> &P {
+        &self.payload
     }
 
     /// The number of connections this backend is serving now.
@@ -149,11 +189,13 @@ impl Backend {
 pub enum NoBackend {
     /// The pool has no backends at all.
     EmptyPool,
-    /// Every backend is ineligible; how many for each reason.
+    /// Every backend is ineligible; how many for each reason (`tried`: left
+    /// out of this pick by the front-end, having failed it already).
     NoneEligible {
         down: usize,
         drained: usize,
         full: usize,
+        tried: usize,
     },
 }
 
@@ -163,6 +205,7 @@ impl fmt::Display for NoBackend {
             down,
             drained,
             full,
+            tried,
         } = *self
         else {
             return f.write_str("no backend available");
@@ -171,6 +214,7 @@ impl fmt::Display for NoBackend {
             (down, "down"),
             (drained, "drained (weight 0)"),
             (full, "full (at their connection limit)"),
+            (tried, "already tried"),
         ];
         let present: Vec<(usize, &str)> = reasons.into_iter().filter(|&(n, _)| n > 0).collect();
         f.write_str("no backend available: ")?;
@@ -253,6 +297,9 @@ impl Default for Policy {
 
 /// The result of a pick: the chosen pool position, or why there was none,
 /// and the explanation if one was asked for.
+///
+/// A position is valid until the pool next changes; [`Pool::id_at`] gives
+/// the backend's lasting identity.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pick {
     pub chosen: Result<usize, NoBackend>,
@@ -264,8 +311,13 @@ pub struct Pick {
 /// "Lowest index" everywhere means "first in the pool": the order in which
 /// backends were listed at creation, then appended.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Pool {
-    backends: IndexMap<Box<str>, Backend>,
+pub struct Pool<P = ()> {
+    backends: IndexMap<Box<str>, Backend<P>>,
+    /// Every slot ever used: its current generation and its backend's
+    /// position.
+    slots: Vec<Slot>,
+    /// Slots whose backend was removed, to reuse with the next generation.
+    free_slots: Vec<u32>,
     policy: Policy,
     rng: rng::Rng,
     /// Where the round-robin tie-break starts looking: just after the
@@ -278,9 +330,12 @@ pub struct Pool {
     /// Smooth round-robin's running weight per position, kept across pool
     /// changes. Empty until round-robin is first used (all zero).
     running_weights: Vec<i128>,
+    /// Positions left out of the pick in progress (see
+    /// [`Pool::pick_excluding`]); empty between picks.
+    excluded: Vec<usize>,
 }
 
-impl Default for Pool {
+impl<P> Default for Pool<P> {
     fn default() -> Self {
         Pool::with_policy(Policy::default())
     }
@@ -291,40 +346,90 @@ impl Pool {
     pub fn new() -> Self {
         Pool::default()
     }
+}
 
+impl<P> Pool<P> {
     /// An empty pool that chooses by `policy`.
     pub fn with_policy(policy: Policy) -> Self {
         Pool {
             backends: IndexMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             policy,
             rng: rng::Rng::new(policy.seed),
             next_after_pick: 0,
             rejected: 0,
             tree: tree::LoadTree::default(),
             running_weights: Vec::new(),
+            excluded: Vec::new(),
         }
     }
 
-    /// A pool of the given backends, in order, each with no connections.
-    pub fn with_backends<'a, I>(specs: I, policy: Policy) -> Result<Pool, EngineError>
+    /// A pool of the given backends, in order, each with no connections and
+    /// its payload.
+    pub fn with_payloads<'a, I>(specs: I, policy: Policy) -> Result<Pool<P>, EngineError>
     where
-        I: IntoIterator<Item = BackendSpec<'a>>,
+        I: IntoIterator<Item = (BackendSpec<'a>, P)>,
     {
         let specs = specs.into_iter();
         let mut builder = PoolBuilder::new(policy, specs.size_hint().0);
-        for spec in specs {
-            builder.push(spec)?;
+        for (spec, payload) in specs {
+            builder.push_with(spec, payload)?;
         }
         Ok(builder.build())
+    }
+
+    /// The lasting identity of the backend at a position.
+    pub fn id_at(&self, position: usize) -> Option<BackendId> {
+        let (_, backend) = self.backends.get_index(position)?;
+        let slot = self.slots.get(backend.slot as usize)?;
+        Some(BackendId {
+            slot: backend.slot,
+            generation: slot.generation,
+        })
+    }
+
+    /// Where a backend is now, if it is still in the pool.
+    pub fn position_of(&self, id: BackendId) -> Option<usize> {
+        let slot = self.slots.get(id.slot as usize)?;
+        (slot.generation == id.generation && slot.position != FREE)
+            .then_some(slot.position as usize)
+    }
+
+    /// Gives a newly placed backend a slot, reusing a freed one.
+    fn assign_slot(&mut self, position: usize) {
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot as usize].position = position as u32;
+                slot
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    position: position as u32,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        if let Some((_, backend)) = self.backends.get_index_mut(position) {
+            backend.slot = slot;
+        }
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    /// How many requests found no eligible backend.
+    /// How many requests were refused for want of an eligible backend.
     pub fn rejected(&self) -> u64 {
         self.rejected
+    }
+
+    /// Counts a request refused for want of an eligible backend, for a
+    /// front-end that refuses after [`Pool::pick_excluding`] (which counts
+    /// nothing itself: a request may wait and be picked later).
+    pub fn reject(&mut self) {
+        self.rejected += 1;
     }
 
     /// The number of backends in the pool.
@@ -338,76 +443,35 @@ impl Pool {
     }
 
     /// The backends with their names, in pool order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Backend)> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Backend<P>)> + '_ {
         self.backends.iter().map(|(name, b)| (&**name, b))
     }
 
     /// The backend at a pool position, with its name.
-    pub fn get_index(&self, index: usize) -> Option<(&str, &Backend)> {
+    pub fn get_index(&self, index: usize) -> Option<(&str, &Backend<P>)> {
         self.backends.get_index(index).map(|(name, b)| (&**name, b))
     }
 
     /// The backend of that name.
-    pub fn get(&self, name: &str) -> Option<&Backend> {
+    pub fn get(&self, name: &str) -> Option<&Backend<P>> {
         self.backends.get(name)
     }
 
-    /// Applies an observed snapshot of counts: each listed backend's count is
-    /// set to the given value, and a name the pool lacks is appended (weight
-    /// 1, no limit), in the snapshot's order. Backends not listed keep their
-    /// counts. The positions whose count changed, appended ones included,
-    /// are added to `changed`.
-    ///
-    /// Fails, changing nothing, if a name is empty or listed twice.
-    pub fn apply_snapshot<S: AsRef<str>>(
-        &mut self,
-        snapshot: &[(S, u64)],
-        changed: &mut Vec<usize>,
-    ) -> Result<(), EngineError> {
-        check_names(snapshot)?;
-        for (name, count) in snapshot {
-            let (name, count) = (name.as_ref(), *count);
-            match self.backends.get_full_mut(name) {
-                Some((index, _, backend)) => {
-                    if backend.active != count {
-                        backend.active = count;
-                        changed.push(index);
-                        self.tree.update(&self.backends, index);
-                    }
-                }
-                None => {
-                    let mut backend = Backend::new(&BackendSpec::named(name));
-                    backend.active = count;
-                    let (index, _) = self.backends.insert_full(name.into(), backend);
-                    changed.push(index);
-                    self.tree.update(&self.backends, index);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Chooses a backend for one new request by `algorithm` (the pool's
-    /// default if `None`) and counts the connection at once.
+    /// default if `None`) and counts the connection at once. A request that
+    /// finds no eligible backend is counted as rejected.
     pub fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
         let algorithm = algorithm.unwrap_or(self.policy.algorithm);
         // Described before the pick, as the algorithm saw the pool.
         let mut explanation = explain.then(|| self.describe(algorithm));
         let chosen = match self.choose(algorithm, explain) {
             Ok(choice) => {
-                let index = choice.index;
-                if let Some((_, backend)) = self.backends.get_index_mut(index) {
-                    // `choose` only returns eligible backends, below MAX_COUNT.
-                    backend.active += 1;
-                    backend.stats.requests += 1;
-                }
-                self.tree.update(&self.backends, index);
-                self.next_after_pick = index + 1;
+                self.count_pick(choice.index);
                 if let Some(e) = &mut explanation {
                     e.tie = choice.tie;
                     e.sampled = choice.sampled;
                 }
-                Ok(index)
+                Ok(choice.index)
             }
             Err(none) => {
                 self.rejected += 1;
@@ -418,6 +482,41 @@ impl Pool {
             chosen,
             explanation,
         }
+    }
+
+    /// As [`Pool::pick`], without an explanation, never choosing one of
+    /// `excluded` (backends a request has already failed on), and without
+    /// counting a refusal (see [`Pool::reject`]). Returns the position.
+    pub fn pick_excluding(
+        &mut self,
+        algorithm: Option<Algorithm>,
+        excluded: &[BackendId],
+    ) -> Result<usize, NoBackend> {
+        let algorithm = algorithm.unwrap_or(self.policy.algorithm);
+        for &id in excluded {
+            if let Some(position) = self.position_of(id) {
+                self.excluded.push(position);
+                self.tree.exclude(&self.backends, position);
+            }
+        }
+        let choice = self.choose(algorithm, false);
+        for position in std::mem::take(&mut self.excluded) {
+            self.tree.update(&self.backends, position);
+        }
+        let index = choice?.index;
+        self.count_pick(index);
+        Ok(index)
+    }
+
+    /// Counts a new connection on the backend at `index`, which `choose`
+    /// found eligible (so below the largest count).
+    fn count_pick(&mut self, index: usize) {
+        if let Some((_, backend)) = self.backends.get_index_mut(index) {
+            backend.active += 1;
+            backend.stats.requests += 1;
+        }
+        self.tree.update(&self.backends, index);
+        self.next_after_pick = index + 1;
     }
 
     /// Records that a request on the named backend has finished: its count
@@ -439,9 +538,23 @@ impl Pool {
         Ok(index)
     }
 
-    /// [`Pool::complete`] for the backend at a pool position, for
-    /// front-ends that remember positions rather than names.
-    pub fn complete_at(
+    /// [`Pool::complete`] for a backend known by its id. A backend removed
+    /// since is no error: there is nothing left to count, and `None` says
+    /// so; otherwise its position.
+    pub fn release(
+        &mut self,
+        id: BackendId,
+        ok: bool,
+        duration_ms: Option<f64>,
+    ) -> Result<Option<usize>, EngineError> {
+        let Some(index) = self.position_of(id) else {
+            return Ok(None);
+        };
+        self.complete_at(index, ok, duration_ms)?;
+        Ok(Some(index))
+    }
+
+    fn complete_at(
         &mut self,
         index: usize,
         ok: bool,
@@ -468,10 +581,12 @@ impl Pool {
         Ok(())
     }
 
-    /// Sets the count of the backend at a pool position, as a snapshot
-    /// does, for front-ends that learn counts from elsewhere (a balancer
-    /// catching up with its peers).
-    pub fn set_active(&mut self, index: usize, count: u64) -> Result<(), EngineError> {
+    /// Sets the count of a backend, as a snapshot does, for front-ends that
+    /// learn counts from elsewhere (a balancer catching up with its peers).
+    pub fn set_active(&mut self, id: BackendId, count: u64) -> Result<(), EngineError> {
+        let index = self
+            .position_of(id)
+            .ok_or(EngineError::NoPosition(usize::MAX))?;
         let (_, backend) = self
             .backends
             .get_index_mut(index)
@@ -483,8 +598,9 @@ impl Pool {
         Ok(())
     }
 
-    /// Appends a backend with no connections. Returns its position.
-    pub fn add(&mut self, spec: BackendSpec<'_>) -> Result<usize, EngineError> {
+    /// Appends a backend with no connections and its payload. Returns its
+    /// position.
+    pub fn add_with(&mut self, spec: BackendSpec<'_>, payload: P) -> Result<usize, EngineError> {
         if spec.name.is_empty() {
             return Err(EngineError::EmptyName);
         }
@@ -493,25 +609,37 @@ impl Pool {
         }
         let (index, _) = self
             .backends
-            .insert_full(spec.name.into(), Backend::new(&spec));
+            .insert_full(spec.name.into(), Backend::new(&spec, payload));
+        self.assign_slot(index);
         self.tree.update(&self.backends, index);
         Ok(index)
     }
 
     /// Removes a backend and its counts at once; later backends move up one
-    /// position. Returns the position it had.
+    /// position, and its id is never valid again. Returns the position it
+    /// had.
     pub fn remove(&mut self, name: &str) -> Result<usize, EngineError> {
-        let (index, _, _) = self
+        let (index, _, removed) = self
             .backends
             .shift_remove_full(name)
             .ok_or_else(|| EngineError::UnknownBackend(name.to_owned()))?;
+        if let Some(slot) = self.slots.get_mut(removed.slot as usize) {
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.position = FREE;
+            self.free_slots.push(removed.slot);
+        }
+        // Every later position moved up one: O(N), as IndexMap's own removal.
+        for backend in self.backends.values().skip(index) {
+            if let Some(slot) = self.slots.get_mut(backend.slot as usize) {
+                slot.position -= 1;
+            }
+        }
         if index < self.next_after_pick {
             self.next_after_pick -= 1;
         }
         if index < self.running_weights.len() {
             self.running_weights.remove(index);
         }
-        // Every later position moved up one: O(N), as IndexMap's own removal.
         self.tree.rebuild(&self.backends);
         Ok(index)
     }
@@ -540,12 +668,13 @@ impl Pool {
         if self.backends.is_empty() {
             return NoBackend::EmptyPool;
         }
-        let (mut down, mut drained, mut full) = (0, 0, 0);
-        for backend in self.backends.values() {
+        let (mut down, mut drained, mut full, mut tried) = (0, 0, 0, 0);
+        for (index, backend) in self.backends.values().enumerate() {
             match backend.ineligible() {
                 Some(Ineligible::Down) => down += 1,
                 Some(Ineligible::Drained) => drained += 1,
                 Some(Ineligible::Full) => full += 1,
+                None if self.excluded.contains(&index) => tried += 1,
                 None => {}
             }
         }
@@ -553,45 +682,111 @@ impl Pool {
             down,
             drained,
             full,
+            tried,
         }
+    }
+}
+
+impl<P: Default> Pool<P> {
+    /// A pool of the given backends, in order, each with no connections.
+    pub fn with_backends<'a, I>(specs: I, policy: Policy) -> Result<Pool<P>, EngineError>
+    where
+        I: IntoIterator<Item = BackendSpec<'a>>,
+    {
+        Pool::with_payloads(specs.into_iter().map(|spec| (spec, P::default())), policy)
+    }
+
+    /// Applies an observed snapshot of counts: each listed backend's count is
+    /// set to the given value, and a name the pool lacks is appended (weight
+    /// 1, no limit, the default payload), in the snapshot's order. Backends
+    /// not listed keep their counts. The positions whose count changed,
+    /// appended ones included, are added to `changed`.
+    ///
+    /// Fails, changing nothing, if a name is empty or listed twice.
+    pub fn apply_snapshot<S: AsRef<str>>(
+        &mut self,
+        snapshot: &[(S, u64)],
+        changed: &mut Vec<usize>,
+    ) -> Result<(), EngineError> {
+        check_names(snapshot)?;
+        for (name, count) in snapshot {
+            let (name, count) = (name.as_ref(), *count);
+            match self.backends.get_full_mut(name) {
+                Some((index, _, backend)) => {
+                    if backend.active != count {
+                        backend.active = count;
+                        changed.push(index);
+                        self.tree.update(&self.backends, index);
+                    }
+                }
+                None => {
+                    let mut backend = Backend::new(&BackendSpec::named(name), P::default());
+                    backend.active = count;
+                    let (index, _) = self.backends.insert_full(name.into(), backend);
+                    self.assign_slot(index);
+                    changed.push(index);
+                    self.tree.update(&self.backends, index);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a backend with no connections. Returns its position.
+    pub fn add(&mut self, spec: BackendSpec<'_>) -> Result<usize, EngineError> {
+        self.add_with(spec, P::default())
     }
 }
 
 /// Builds a pool one backend at a time, as a list is read.
 #[derive(Debug)]
-pub struct PoolBuilder {
-    pool: Pool,
+pub struct PoolBuilder<P = ()> {
+    pool: Pool<P>,
 }
 
-impl PoolBuilder {
+impl<P> PoolBuilder<P> {
     /// A builder for a pool of about `capacity` backends.
     pub fn new(policy: Policy, capacity: usize) -> Self {
         let mut pool = Pool::with_policy(policy);
         pool.backends.reserve_exact(capacity);
+        pool.slots.reserve_exact(capacity);
         PoolBuilder { pool }
     }
 
-    /// Appends a backend with no connections.
-    pub fn push(&mut self, spec: BackendSpec<'_>) -> Result<(), EngineError> {
+    /// Appends a backend with no connections and its payload.
+    pub fn push_with(&mut self, spec: BackendSpec<'_>, payload: P) -> Result<(), EngineError> {
         if spec.name.is_empty() {
             return Err(EngineError::EmptyName);
         }
-        let backend = Backend::new(&spec);
+        let mut backend = Backend::new(&spec, payload);
+        backend.slot = self.pool.slots.len() as u32;
         match self.pool.backends.entry(spec.name.into()) {
             indexmap::map::Entry::Occupied(_) => {
                 Err(EngineError::DuplicateBackend(spec.name.to_owned()))
             }
             indexmap::map::Entry::Vacant(entry) => {
+                let position = entry.index() as u32;
                 entry.insert(backend);
+                self.pool.slots.push(Slot {
+                    generation: 0,
+                    position,
+                });
                 Ok(())
             }
         }
     }
 
     /// The finished pool.
-    pub fn build(mut self) -> Pool {
+    pub fn build(mut self) -> Pool<P> {
         self.pool.tree.rebuild(&self.pool.backends);
         self.pool
+    }
+}
+
+impl<P: Default> PoolBuilder<P> {
+    /// Appends a backend with no connections.
+    pub fn push(&mut self, spec: BackendSpec<'_>) -> Result<(), EngineError> {
+        self.push_with(spec, P::default())
     }
 }
 

@@ -129,7 +129,7 @@ pub fn cmp_load(a_active: u64, a_weight: u64, b_active: u64, b_weight: u64) -> O
         .cmp(&(u128::from(b_active) * u128::from(a_weight)))
 }
 
-impl Pool {
+impl<P> Pool<P> {
     /// Chooses an eligible backend, updating whatever state the algorithm
     /// keeps, but not the counts. Ties are recorded only if `explain`.
     pub(super) fn choose(
@@ -191,7 +191,9 @@ impl Pool {
             .values()
             .zip(self.running_weights.iter_mut())
             .enumerate()
-            .filter(|(_, (backend, _))| backend.ineligible().is_none());
+            .filter(|&(index, (backend, _))| {
+                backend.ineligible().is_none() && !self.excluded.contains(&index)
+            });
         for (index, (backend, running)) in eligible {
             let weight = i128::from(backend.weight);
             *running += weight;
@@ -224,18 +226,22 @@ impl Pool {
     }
 
     fn weighted_random(&mut self) -> Option<Choice> {
+        let eligible = |(index, b): &(usize, &super::Backend<P>)| {
+            b.ineligible().is_none() && !self.excluded.contains(index)
+        };
         let total: u128 = self
             .backends
             .values()
-            .filter(|b| b.ineligible().is_none())
-            .map(|b| u128::from(b.weight))
+            .enumerate()
+            .filter(eligible)
+            .map(|(_, b)| u128::from(b.weight))
             .sum();
         if total == 0 {
             return None;
         }
         let mut ticket = self.rng.below_u128(total);
         for (index, backend) in self.backends.values().enumerate() {
-            if backend.ineligible().is_some() {
+            if !eligible(&(index, backend)) {
                 continue;
             }
             let weight = u128::from(backend.weight);

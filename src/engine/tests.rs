@@ -92,12 +92,12 @@ fn duplicate_and_empty_names_are_refused_at_creation() {
         BackendSpec::named("a"),
     ];
     assert_eq!(
-        Pool::with_backends(dup, Policy::default()),
+        Pool::<()>::with_backends(dup, Policy::default()),
         Err(EngineError::DuplicateBackend("a".into()))
     );
     let empty = [BackendSpec::named("a"), BackendSpec::named("")];
     assert_eq!(
-        Pool::with_backends(empty, Policy::default()),
+        Pool::<()>::with_backends(empty, Policy::default()),
         Err(EngineError::EmptyName)
     );
 }
@@ -126,7 +126,8 @@ fn a_saturated_count_is_full_not_wrapped() {
         NoBackend::NoneEligible {
             down: 0,
             drained: 0,
-            full: 2
+            full: 2,
+            tried: 0,
         }
     );
     assert_eq!(
@@ -156,35 +157,61 @@ fn completion_decrements_and_refuses_unknown_or_idle() {
 }
 
 #[test]
-fn positional_completion_and_counts_match_the_named_ones() {
+fn completion_by_id_and_set_counts_match_the_named_ones() {
     let mut p = pool(&["a", "b", "c"]);
-    p.set_active(1, 3).unwrap();
+    let id = |p: &Pool, i: usize| p.id_at(i).expect("in the pool");
+    let (a, b) = (id(&p, 0), id(&p, 1));
+    p.set_active(b, 3).unwrap();
     // b now holds 3: least-connections goes to a, then c.
     assert_eq!(p.pick(None, false).chosen, Ok(0));
     assert_eq!(p.pick(None, false).chosen, Ok(2));
-    assert_eq!(p.complete_at(1, false, Some(5.0)), Ok(()));
+    assert_eq!(p.release(b, false, Some(5.0)), Ok(Some(1)));
     assert_eq!(counts(&p), [1, 2, 1]);
-    let b = p.get("b").unwrap().stats();
+    let stats = p.get("b").unwrap().stats();
     assert_eq!(
-        (b.completed, b.failed, b.mean_duration_ms()),
+        (stats.completed, stats.failed, stats.mean_duration_ms()),
         (1, 1, Some(5.0))
     );
     let before = p.clone();
+    // An id this pool never gave: no backend to count, and no error.
+    let mut other = p.clone();
+    other.add(BackendSpec::named("d")).unwrap();
+    let unknown = id(&other, 3);
+    assert_eq!(p.release(unknown, true, None), Ok(None));
     assert_eq!(
-        p.complete_at(3, true, None),
-        Err(EngineError::NoPosition(3))
+        p.set_active(unknown, 1),
+        Err(EngineError::NoPosition(usize::MAX))
     );
-    assert_eq!(p.set_active(3, 1), Err(EngineError::NoPosition(3)));
-    p.set_active(0, 0).unwrap();
+    p.set_active(a, 0).unwrap();
     assert_eq!(
-        p.complete_at(0, true, None),
+        p.release(a, true, None),
         Err(EngineError::NoActiveConnection("a".into()))
     );
-    p.set_active(0, 1).unwrap();
+    p.set_active(a, 1).unwrap();
     assert_eq!(p, before);
     // The index follows set counts: b at 0 is now the least loaded.
-    p.set_active(1, 0).unwrap();
+    p.set_active(b, 0).unwrap();
     assert_eq!(p.pick(None, false).chosen, Ok(1));
+}
+
+#[test]
+fn ids_survive_removals_before_them_and_die_with_their_backend() {
+    let mut p = pool(&["a", "b", "c"]);
+    let ids: Vec<BackendId> = (0..3).filter_map(|i| p.id_at(i)).collect();
+    p.remove("a").unwrap();
+    assert_eq!(p.position_of(ids[0]), None);
+    assert_eq!(p.position_of(ids[1]), Some(0));
+    assert_eq!(p.position_of(ids[2]), Some(1));
+    p.add(BackendSpec::named("a")).unwrap();
+    let again = p.id_at(2).unwrap();
+    assert_ne!(again, ids[0], "a name added again is a different backend");
+    assert_eq!(p.position_of(ids[0]), None);
+    assert_eq!(p.id_at(0), Some(ids[1]));
+    // Appended by a snapshot: an id too.
+    p.apply_snapshot(&[("z", 2)], &mut Vec::new()).unwrap();
+    let z = p.id_at(3).unwrap();
+    assert_eq!(p.release(z, true, None), Ok(Some(3)));
+    assert_eq!(p.get("z").unwrap().active(), 1);
 }
 
 // --- weights ---------------------------------------------------------------
@@ -706,4 +733,10 @@ fn algorithm_and_tie_break_names_round_trip() {
         assert_eq!(rule.name(), name);
     }
     assert_eq!(Algorithm::from_name("round_robin"), None);
+}
+
+#[test]
+fn a_backend_without_payload_stays_small() {
+    // A pool may hold millions: the id's slot fits in the padding.
+    assert_eq!(std::mem::size_of::<Backend>(), 72);
 }

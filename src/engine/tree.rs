@@ -16,7 +16,7 @@ use super::Backend;
 use indexmap::IndexMap;
 use std::cmp::Ordering;
 
-type Backends = IndexMap<Box<str>, Backend>;
+type Backends<P> = IndexMap<Box<str>, Backend<P>>;
 
 /// No position: an empty or wholly ineligible range.
 const NONE: u32 = u32::MAX;
@@ -45,18 +45,18 @@ pub(super) struct LoadTree {
     leaves: usize,
 }
 
-fn load(backends: &Backends, position: u32) -> (u64, u64) {
+fn load<P>(backends: &Backends<P>, position: u32) -> (u64, u64) {
     backends
         .get_index(position as usize)
         .map_or((0, 1), |(_, b)| (b.active, b.weight))
 }
 
-fn compare(backends: &Backends, a: u32, b: u32) -> Ordering {
+fn compare<P>(backends: &Backends<P>, a: u32, b: u32) -> Ordering {
     let ((aa, aw), (ba, bw)) = (load(backends, a), load(backends, b));
     cmp_load(aa, aw, ba, bw)
 }
 
-fn leaf(position: usize, backend: &Backend) -> Node {
+fn leaf<P>(position: usize, backend: &Backend<P>) -> Node {
     if backend.ineligible().is_some() {
         return EMPTY;
     }
@@ -67,7 +67,7 @@ fn leaf(position: usize, backend: &Backend) -> Node {
     }
 }
 
-fn combine(backends: &Backends, left: Node, right: Node) -> Node {
+fn combine<P>(backends: &Backends<P>, left: Node, right: Node) -> Node {
     let eligible = left.eligible + right.eligible;
     let (best, ties) = match (left.best, right.best) {
         (NONE, _) => (right.best, right.ties),
@@ -87,7 +87,7 @@ fn combine(backends: &Backends, left: Node, right: Node) -> Node {
 
 impl LoadTree {
     /// Builds the tree for every backend, in O(N).
-    pub fn rebuild(&mut self, backends: &Backends) {
+    pub fn rebuild<P>(&mut self, backends: &Backends<P>) {
         let leaves = backends.len().next_power_of_two().max(1);
         self.leaves = leaves;
         self.nodes.clear();
@@ -102,7 +102,7 @@ impl LoadTree {
 
     /// Takes a change to the backend at `position` (or a new backend there)
     /// into account, in O(log N) (amortized, when the tree must grow).
-    pub fn update(&mut self, backends: &Backends, position: usize) {
+    pub fn update<P>(&mut self, backends: &Backends<P>, position: usize) {
         if position >= self.leaves {
             self.rebuild(backends);
             return;
@@ -112,6 +112,21 @@ impl LoadTree {
             Some((_, backend)) => leaf(position, backend),
             None => EMPTY,
         };
+        while p > 1 {
+            p /= 2;
+            self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
+        }
+    }
+
+    /// Leaves the backend at `position` out of every query until the next
+    /// [`update`](Self::update) of it, in O(log N): as if it were not
+    /// eligible.
+    pub fn exclude<P>(&mut self, backends: &Backends<P>, position: usize) {
+        if position >= self.leaves {
+            return;
+        }
+        let mut p = self.leaves + position;
+        self.nodes[p] = EMPTY;
         while p > 1 {
             p /= 2;
             self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
@@ -139,13 +154,13 @@ impl LoadTree {
     }
 
     /// Whether node `p`'s lowest load is the lowest of all.
-    fn holds_least(&self, backends: &Backends, p: usize) -> bool {
+    fn holds_least<P>(&self, backends: &Backends<P>, p: usize) -> bool {
         let (node, root) = (self.nodes[p], self.root());
         node.best != NONE && compare(backends, node.best, root.best) == Ordering::Equal
     }
 
     /// The first position at or after `start` with the lowest load.
-    pub fn first_tied_from(&self, backends: &Backends, start: usize) -> Option<usize> {
+    pub fn first_tied_from<P>(&self, backends: &Backends<P>, start: usize) -> Option<usize> {
         if self.least().is_none() || start >= self.leaves {
             return None;
         }
@@ -179,7 +194,7 @@ impl LoadTree {
     }
 
     /// The `k`-th (from 0) least-loaded position in pool order.
-    pub fn nth_tied(&self, backends: &Backends, mut k: usize) -> Option<usize> {
+    pub fn nth_tied<P>(&self, backends: &Backends<P>, mut k: usize) -> Option<usize> {
         if k >= self.ties() {
             return None;
         }
@@ -220,7 +235,7 @@ impl LoadTree {
     }
 
     /// Every least-loaded position, in pool order (for explanations).
-    pub fn all_tied(&self, backends: &Backends) -> Vec<usize> {
+    pub fn all_tied<P>(&self, backends: &Backends<P>) -> Vec<usize> {
         (0..self.ties())
             .filter_map(|k| self.nth_tied(backends, k))
             .collect()
@@ -234,15 +249,18 @@ mod tests {
     use proptest::prelude::*;
 
     /// Backends from (active, weight, healthy).
-    fn backends(spec: &[(u64, u64, bool)]) -> Backends {
+    fn backends(spec: &[(u64, u64, bool)]) -> Backends<()> {
         spec.iter()
             .enumerate()
             .map(|(i, &(active, weight, healthy))| {
-                let mut b = Backend::new(&BackendSpec {
-                    name: "",
-                    weight,
-                    max_connections: None,
-                });
+                let mut b = Backend::new(
+                    &BackendSpec {
+                        name: "",
+                        weight,
+                        max_connections: None,
+                    },
+                    (),
+                );
                 b.active = active;
                 b.healthy = healthy;
                 (format!("b{i}").into(), b)
@@ -251,7 +269,7 @@ mod tests {
     }
 
     /// Checks every query against a plain scan.
-    fn check(tree: &LoadTree, backends: &Backends) {
+    fn check(tree: &LoadTree, backends: &Backends<()>) {
         let eligible: Vec<usize> = (0..backends.len())
             .filter(|&i| backends[i].ineligible().is_none())
             .collect();
@@ -312,7 +330,7 @@ mod tests {
             // Appending past the tree's capacity makes it grow.
             for extra in 0..5u64 {
                 let i = backends.len();
-                let mut b = Backend::new(&BackendSpec::named(""));
+                let mut b = Backend::new(&BackendSpec::named(""), ());
                 b.active = extra;
                 backends.insert(format!("new{extra}").into(), b);
                 tree.update(&backends, i);

@@ -10,7 +10,7 @@ use super::scenario::{Discipline, Scenario};
 use super::stats::{Histogram, Spread};
 use super::transcript::{InitSpec, Transcript};
 use crate::engine::rng::Rng;
-use crate::engine::{Algorithm, BackendSpec, EngineError, Policy, Pool, PoolBuilder};
+use crate::engine::{Algorithm, BackendId, BackendSpec, EngineError, Policy, Pool, PoolBuilder};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
@@ -115,6 +115,8 @@ struct Sim<'a, 'x> {
     s: &'a Scenario,
     names: &'a [String],
     pools: Vec<Pool>,
+    /// Each backend's id, by position.
+    ids: Vec<BackendId>,
     /// The true count of every backend.
     counts: Vec<u64>,
     spread: Spread,
@@ -164,10 +166,14 @@ pub fn replicate(
         }
         pools.push(builder.build());
     }
+    // Every balancer's pool was built alike, so a backend's id is the same
+    // in each; the simulation itself goes by position (no backend leaves).
+    let ids = (0..n).filter_map(|i| pools[0].id_at(i)).collect();
     let mut sim = Sim {
         s,
         names,
         pools,
+        ids,
         counts: vec![0; n],
         spread: Spread::new(n),
         events: BinaryHeap::new(),
@@ -363,8 +369,8 @@ impl Sim<'_, '_> {
                 self.depart(now, job)
             }
             Kind::Sync { balancer } => {
-                for (i, &count) in self.counts.iter().enumerate() {
-                    self.pools[balancer].set_active(i, count)?;
+                for (&id, &count) in self.ids.iter().zip(&self.counts) {
+                    self.pools[balancer].set_active(id, count)?;
                 }
                 if self.issued < self.s.requests {
                     self.schedule(now + self.s.sync, Kind::Sync { balancer });
@@ -378,7 +384,7 @@ impl Sim<'_, '_> {
         let backend = job.backend;
         self.spread.decrement(self.counts[backend]);
         self.counts[backend] -= 1;
-        self.pools[job.balancer].complete_at(backend, true, None)?;
+        self.pools[job.balancer].release(self.ids[backend], true, None)?;
         self.copy_count(job.balancer, backend)?;
         self.sample_series(now);
         if job.request >= self.warmup {
@@ -396,10 +402,10 @@ impl Sim<'_, '_> {
     /// With exact sharing, every other balancer learns the new count now.
     fn copy_count(&mut self, from: usize, backend: usize) -> Result<(), EngineError> {
         if self.mirror {
-            let count = self.counts[backend];
+            let (id, count) = (self.ids[backend], self.counts[backend]);
             for (k, pool) in self.pools.iter_mut().enumerate() {
                 if k != from {
-                    pool.set_active(backend, count)?;
+                    pool.set_active(id, count)?;
                 }
             }
         }
