@@ -40,7 +40,8 @@ remove_backend, set_backend, stats. See README.md for the protocol.",
     override_usage = "\
 leastconn [OPTIONS]                    run the node on stdin/stdout
     leastconn replay [OPTIONS] [PATH...]   replay fixture cases against the node
-    leastconn simulate [OPTIONS]           simulate balancing in virtual time",
+    leastconn simulate [OPTIONS]           simulate balancing in virtual time
+    leastconn proxy [OPTIONS]              an HTTP reverse proxy over the engine",
     // `leastconn --strict replay` is a mistake, not a strict replay.
     args_conflicts_with_subcommands = true,
     disable_help_subcommand = true,
@@ -113,6 +114,37 @@ See docs/simulator.md for the model.",
         allow_negative_numbers = true
     )]
     Simulate(Box<SimulateArgs>),
+    /// an HTTP/1.1 reverse proxy: least connections for real traffic
+    #[command(
+        help_template = TEMPLATE,
+        before_help = "\
+leastconn proxy: an HTTP/1.1 reverse proxy in front of the given backends,
+with the node's own engine choosing the backend of every request
+
+Each request is counted on its backend from the moment it is chosen until
+its response has been relayed (a WebSocket, for its whole life), so the
+counts are requests in flight. A connection that fails before anything was
+sent is retried on another backend; a backend that fails --max-fails times
+within --fail-timeout is taken out for --fail-timeout; when every eligible
+backend is at its limit, requests wait in a bounded queue. Every setting
+may also come from a TOML file (--config; keys as the flags, backends as
+[[backend]] tables with name, address, weight, max); flags override it.
+It prints `listening on HOST:PORT` once it accepts connections, and stops
+on SIGTERM or SIGINT, letting requests in flight finish within --grace.
+See README.md, \"The proxy\"."
+    )]
+    Proxy(Box<ProxyArgs>),
+}
+
+/// `leastconn proxy`'s flags: the settings, and the file they may come
+/// from.
+#[derive(Debug, Default, PartialEq, Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub settings: crate::proxy::Settings,
+    /// read settings from a TOML file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -121,6 +153,7 @@ pub enum Command {
     Node(NodeArgs),
     Replay(ReplayArgs),
     Simulate(Box<SimulateArgs>),
+    Proxy(Box<ProxyArgs>),
 }
 
 /// The node's flags.
@@ -206,6 +239,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, clap:
         None => Command::Node(cli.node),
         Some(Subcommands::Replay(args)) => Command::Replay(args),
         Some(Subcommands::Simulate(args)) => Command::Simulate(args),
+        Some(Subcommands::Proxy(args)) => Command::Proxy(args),
     })
 }
 
@@ -230,6 +264,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<ExitCode
         Command::Node(args) => run_node(args),
         Command::Replay(args) => run_replay(args),
         Command::Simulate(args) => run_simulate(args),
+        Command::Proxy(args) => run_proxy(args),
     }
 }
 
@@ -358,6 +393,19 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn run_proxy(args: Box<ProxyArgs>) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => crate::proxy::Settings::from_file(path)?,
+        None => crate::proxy::Settings::default(),
+    };
+    let config = file
+        .overridden_by(args.settings)
+        .resolve()
+        .context("proxy")?;
+    crate::proxy::run(config)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_simulate(args: Box<SimulateArgs>) -> anyhow::Result<ExitCode> {

@@ -53,13 +53,17 @@ impl<'a> Message<'a> for Stats {
 }
 
 /// Every backend's settings and statistics, in pool order, as a JSON
-/// array; `extra` may add members to each backend's object.
-pub fn write_backends(pool: &Pool, out: &mut Vec<u8>, mut extra: impl FnMut(&str, &mut Vec<u8>)) {
-    out.list(pool.iter(), |out, (name, backend): (&str, &Backend)| {
+/// array; `extra` may add members to each backend's object, after its name.
+pub fn write_backends<P>(
+    pool: &Pool<P>,
+    out: &mut Vec<u8>,
+    mut extra: impl FnMut(&Backend<P>, &mut Vec<u8>),
+) {
+    out.list(pool.iter(), |out, (name, backend): (&str, &Backend<P>)| {
         let stats = backend.stats();
         out.raw(b"{\"name\":");
         out.str(name);
-        extra(name, out);
+        extra(backend, out);
         out.raw(key!("active"));
         out.u64(backend.active());
         out.raw(key!("weight"));

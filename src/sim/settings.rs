@@ -14,40 +14,7 @@ use std::path::Path;
 
 use super::dist::{Arrivals, Service};
 use super::scenario::Discipline;
-
-/// Declares the settings struct and, from the same list of fields, the
-/// layering of one set of settings over another, so that no field is
-/// listed twice. Every field is an `Option`, `None` when not given, and its
-/// doc comment is shown as written in `--help`. Numbers are read by
-/// `number`, names by `name`; lists are comma-separated, and a repeated
-/// flag replaces the list rather than extending it (`ArgAction::Set`).
-macro_rules! settings {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident {
-            $(
-                $(#[$field_meta:meta])*
-                pub $field:ident: $ty:ty,
-            )+
-        }
-    ) => {
-        $(#[$meta])*
-        pub struct $name {
-            $(
-                $(#[$field_meta])*
-                #[arg(verbatim_doc_comment)]
-                pub $field: $ty,
-            )+
-        }
-
-        impl $name {
-            /// Every setting given in `over` replaces this layer's.
-            fn take_given(&mut self, over: $name) {
-                $( if over.$field.is_some() { self.$field = over.$field; } )+
-            }
-        }
-    };
-}
+use crate::layers::settings;
 
 settings! {
     /// Every setting, each optional: one layer of configuration. A scenario

@@ -1,0 +1,89 @@
+//! The admin listener: `GET /stats`, the pool as JSON, with the fields of
+//! the node's `stats_ok` and each backend's address:
+//!
+//! ```json
+//! {"algorithm":"least-connections","tie_break":"round-robin","rejected":0,
+//!  "backends":[{"name":"api-1","address":"127.0.0.1:9001","active":2,"weight":1,"healthy":true,
+//!               "max_connections":null,"requests":120,"completed":118,"failed":1,"mean_duration_ms":3.2}]}
+//! ```
+//!
+//! `failed` counts failures (connection errors, timeouts, 5xx when they
+//! count); `healthy` is false while a backend is taken out.
+
+use super::body::Reply;
+use super::State;
+use crate::message::stats::write_backends;
+use crate::protocol::write::{key, WriteJson};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves the admin listener until the proxy stops.
+pub async fn serve(listener: TcpListener, state: Arc<State>, mut stopping: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| answer(Arc::clone(&state), request));
+                    let _ = http1::Builder::new()
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = super::stopped(&mut stopping) => return,
+        }
+    }
+}
+
+async fn answer(
+    state: Arc<State>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Reply>, Infallible> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/stats") => (StatusCode::OK, stats(&state)),
+        (_, "/stats") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"{\"error\":\"GET /stats\"}".to_vec(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            b"{\"error\":\"not found: GET /stats\"}".to_vec(),
+        ),
+    };
+    let mut response = Response::new(Reply::Own(http_body_util::Full::new(body.into())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// The stats document.
+fn stats(state: &State) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    state.pool.with(|pool| {
+        let policy = pool.policy();
+        out.raw(b"{\"algorithm\":");
+        out.str(policy.algorithm.name());
+        out.raw(key!("tie_break"));
+        out.str(policy.tie_break.name());
+        out.raw(key!("rejected"));
+        out.u64(pool.rejected());
+        out.raw(key!("backends"));
+        write_backends(pool, &mut out, |backend, out| {
+            out.raw(key!("address"));
+            out.str(&backend.payload().address.to_string());
+        });
+        out.raw(b"}\n");
+    });
+    out
+}

@@ -1,0 +1,161 @@
+//! The response body sent to a client: a backend's body relayed frame by
+//! frame, which ends the request's lease when it ends, or an answer of the
+//! proxy's own (an error with what happened).
+//!
+//! The lease ends, and the backend's count drops, when the body has been
+//! read to its end (the connection then goes back to the idle pool), when
+//! it fails, and when it is dropped unfinished because the client went
+//! away: exactly once, whichever comes first.
+
+use super::upstream::{Connection, Upstream};
+use super::Held;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What the proxy sends backends: the client's request body, as it comes.
+pub type ProxyBody = Incoming;
+
+/// A response body to the client.
+pub enum Reply {
+    Relay(Relay),
+    Own(Full<Bytes>),
+}
+
+impl Reply {
+    /// A body of the proxy's own.
+    pub fn text(text: String) -> Reply {
+        Reply::Own(Full::new(Bytes::from(text)))
+    }
+
+    pub fn empty() -> Reply {
+        Reply::Own(Full::new(Bytes::new()))
+    }
+}
+
+/// A backend's response body, and what ends with it.
+pub struct Relay {
+    inner: Incoming,
+    end: Option<End>,
+}
+
+/// What the end of a relayed body settles.
+struct End {
+    held: Held,
+    connection: Connection,
+    upstream: Arc<Upstream>,
+    started: Instant,
+    /// Whether the response itself counts as a success (not a 5xx, when
+    /// 5xx responses count as failures).
+    ok: bool,
+}
+
+impl Relay {
+    pub fn new(
+        inner: Incoming,
+        held: Held,
+        connection: Connection,
+        upstream: Arc<Upstream>,
+        started: Instant,
+        ok: bool,
+    ) -> Relay {
+        Relay {
+            inner,
+            end: Some(End {
+                held,
+                connection,
+                upstream,
+                started,
+                ok,
+            }),
+        }
+    }
+
+    /// Settles the end of the exchange: `read_all` when the body was read
+    /// to its end, `failed` when reading it failed.
+    fn finish(&mut self, read_all: bool, failed: bool) {
+        let Some(mut end) = self.end.take() else {
+            return;
+        };
+        if read_all {
+            end.upstream.give_back(end.connection);
+        }
+        if read_all || failed {
+            end.held
+                .record(end.ok && !failed, end.started.elapsed(), &end.upstream);
+        }
+        // Dropping `end.held` here gives the count back.
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(true, false),
+            Poll::Ready(Some(Err(_))) => this.finish(false, true),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(true, false),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // A body hyper never needed to read (empty, or a HEAD response) is
+        // complete; any other is a client gone before the end.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete, false);
+    }
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Reply::Relay(relay) => Pin::new(relay).poll_frame(cx),
+            Reply::Own(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Relay(relay) => relay.is_end_stream(),
+            Reply::Own(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::Relay(relay) => relay.size_hint(),
+            Reply::Own(full) => full.size_hint(),
+        }
+    }
+}

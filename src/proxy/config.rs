@@ -1,0 +1,401 @@
+//! The proxy's settings: from flags and from a TOML file (`--config`),
+//! flags winning, checked into a [`Config`].
+//!
+//! Each setting is declared once, in [`Settings`]: its doc comment is its
+//! flag's help, its name the flag and the file's key.
+
+use crate::engine::{Algorithm, TieBreak, DEFAULT_SEED};
+use crate::layers::settings;
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+settings! {
+/// One layer of settings, each optional: the file is one layer, the flags
+/// another.
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// where clients connect, HOST:PORT [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// a backend: [NAME=]HOST:PORT[,weight=W][,max=N]; repeat for each.
+    /// Without a name, its address is its name. weight is its relative
+    /// capacity (default 1; 0 drains it), max its connection limit
+    #[arg(long = "backend", value_name = "SPEC", value_parser = BackendSpec::parse)]
+    #[serde(rename = "backend")]
+    pub backends: Option<Vec<BackendSpec>>,
+    /// where GET /stats answers, HOST:PORT [default: none]; bind it to
+    /// loopback unless it must be reached from elsewhere
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// least-connections, round-robin, random, power-of-two-choices
+    /// [default: least-connections]
+    #[arg(long, value_name = "A")]
+    pub algorithm: Option<Algorithm>,
+    /// among equally loaded backends: round-robin, lowest-index, random
+    /// [default: round-robin, as NGINX and HAProxy rotate]
+    #[arg(long, value_name = "T")]
+    pub tie_break: Option<TieBreak>,
+    /// seeds every random choice [default: fixed]
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// worker threads [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// other backends a request may be sent to after a connection to one
+    /// fails before any response byte, while its body is untouched
+    /// [default: 2]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<usize>,
+    /// failures within --fail-timeout that take a backend out for
+    /// --fail-timeout (NGINX's max_fails); 0 never takes one out
+    /// [default: 1]
+    #[arg(long, value_name = "N")]
+    pub max_fails: Option<u32>,
+    /// the window for --max-fails, and how long a backend stays out
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub fail_timeout: Option<Duration>,
+    /// count 5xx responses as failures too (by default only connection
+    /// errors and timeouts count: a backend that answers 5xx at once would
+    /// otherwise look idle and attract every request)
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "flag")]
+    pub fail_on_5xx: Option<bool>,
+    /// requests that may wait when every eligible backend is at its
+    /// connection limit (HAProxy's queue); more get 503 [default: 256]
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// how long a request may wait in the queue before a 503 [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub queue_timeout: Option<Duration>,
+    /// time allowed to connect to a backend [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    /// time allowed for a backend's response header, after the request
+    /// was sent; then 504 [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub response_timeout: Option<Duration>,
+    /// time allowed for a client's request header, and for the next one
+    /// on an idle keep-alive connection [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub header_timeout: Option<Duration>,
+    /// a client connection with nothing read or written for this long is
+    /// closed [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// on SIGTERM or SIGINT, how long requests in flight may take to
+    /// finish [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub grace: Option<Duration>,
+    /// log level: error, warn, info, debug, trace (RUST_LOG overrides)
+    /// [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log: Option<String>,
+    /// a log line per request, at info
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "flag")]
+    pub access_log: Option<bool>,
+}
+}
+
+/// A backend as the command line or the file gives it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Its name; its address when not given.
+    pub name: Option<String>,
+    pub address: String,
+    pub weight: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl BackendSpec {
+    /// Parses `[NAME=]HOST:PORT[,weight=W][,max=N]`.
+    pub fn parse(text: &str) -> Result<BackendSpec, String> {
+        let mut parts = text.split(',');
+        let target = parts.next().unwrap_or_default().trim();
+        let (name, address) = match target.split_once('=') {
+            Some((name, address)) => (Some(name.trim().to_owned()), address.trim()),
+            None => (None, target),
+        };
+        if address.is_empty() || !address.contains(':') {
+            return Err(format!(
+                "{text:?}: expected [NAME=]HOST:PORT[,weight=W][,max=N]"
+            ));
+        }
+        let mut spec = BackendSpec {
+            name,
+            address: address.to_owned(),
+            weight: None,
+            max: None,
+        };
+        for option in parts {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| format!("{text:?}: {option:?} is not KEY=VALUE"))?;
+            let value: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?}: {key} must be a whole number"))?;
+            match key.trim() {
+                "weight" => spec.weight = Some(value),
+                "max" => spec.max = Some(value),
+                other => return Err(format!("{text:?}: unknown option {other:?}; weight or max")),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// `5s`, `250ms`, `2m` or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s, 250ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit is ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(f64),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Seconds(s) => format!("{s}"),
+        Raw::Text(t) => t,
+    };
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
+}
+
+impl Settings {
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// This layer with `over`'s settings taking precedence (backends given
+    /// as flags replace the file's list).
+    pub fn overridden_by(mut self, over: Settings) -> Settings {
+        self.take_given(over);
+        self
+    }
+
+    /// Checks the settings and fills in the defaults.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let listen = resolve_address(
+            "--listen",
+            self.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+        )?;
+        let admin = self
+            .admin
+            .as_deref()
+            .map(|a| resolve_address("--admin", a))
+            .transpose()?;
+        let specs = self.backends.unwrap_or_default();
+        if specs.is_empty() {
+            bail!("give at least one --backend HOST:PORT");
+        }
+        let mut backends: Vec<Backend> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let address = resolve_address("--backend", &spec.address)?;
+            let name = spec.name.clone().unwrap_or_else(|| spec.address.clone());
+            if name.is_empty() {
+                bail!("--backend {:?}: the name is empty", spec.address);
+            }
+            if backends.iter().any(|b| b.name == name) {
+                bail!("--backend: {name:?} is named twice");
+            }
+            backends.push(Backend {
+                name,
+                address,
+                weight: spec.weight.unwrap_or(1),
+                max_connections: spec.max.filter(|&m| m > 0),
+            });
+        }
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        Ok(Config {
+            listen,
+            admin,
+            backends,
+            algorithm: self.algorithm.unwrap_or_default(),
+            tie_break: self.tie_break.unwrap_or(TieBreak::RoundRobin),
+            seed: self.seed.unwrap_or(DEFAULT_SEED),
+            threads,
+            retries: self.retries.unwrap_or(2),
+            max_fails: self.max_fails.unwrap_or(1),
+            fail_timeout: self.fail_timeout.unwrap_or(Duration::from_secs(10)),
+            fail_on_5xx: self.fail_on_5xx.unwrap_or(false),
+            queue: self.queue.unwrap_or(256),
+            queue_timeout: self.queue_timeout.unwrap_or(Duration::from_secs(5)),
+            connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            response_timeout: self.response_timeout.unwrap_or(Duration::from_secs(60)),
+            header_timeout: self.header_timeout.unwrap_or(Duration::from_secs(10)),
+            idle_timeout: self.idle_timeout.unwrap_or(Duration::from_secs(60)),
+            grace: self.grace.unwrap_or(Duration::from_secs(30)),
+            log: self.log.unwrap_or_else(|| "info".into()),
+            access_log: self.access_log.unwrap_or(false),
+        })
+    }
+}
+
+/// `HOST:PORT` to one socket address (the first the name resolves to).
+fn resolve_address(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("{flag} {text:?}: not a HOST:PORT that resolves"))?
+        .next()
+        .ok_or_else(|| anyhow!("{flag} {text:?}: resolves to no address"))
+}
+
+/// A backend, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u64,
+    pub max_connections: Option<u64>,
+}
+
+/// Every setting, checked and with its default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub backends: Vec<Backend>,
+    pub algorithm: Algorithm,
+    pub tie_break: TieBreak,
+    pub seed: u64,
+    pub threads: usize,
+    pub retries: usize,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub fail_on_5xx: bool,
+    pub queue: usize,
+    pub queue_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub grace: Duration,
+    pub log: String,
+    pub access_log: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_specs_take_a_name_a_weight_and_a_limit() {
+        assert_eq!(
+            BackendSpec::parse("api-1=127.0.0.1:9001,weight=2,max=100"),
+            Ok(BackendSpec {
+                name: Some("api-1".into()),
+                address: "127.0.0.1:9001".into(),
+                weight: Some(2),
+                max: Some(100),
+            })
+        );
+        assert_eq!(
+            BackendSpec::parse("127.0.0.1:9002").map(|s| (s.name, s.weight)),
+            Ok((None, None))
+        );
+        for bad in [
+            "",
+            "api",
+            "a=127.0.0.1:1,weight=x",
+            "127.0.0.1:1,colour=2",
+            "127.0.0.1:1,max",
+        ] {
+            assert!(BackendSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_have_units() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "5h", "x", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_read_and_flags_override_it() {
+        let file: Settings = toml::from_str(
+            r#"
+            listen = "127.0.0.1:8081"
+            algorithm = "round-robin"
+            queue-timeout = "250ms"
+            connect-timeout = 2
+            fail-on-5xx = true
+
+            [[backend]]
+            name = "api-1"
+            address = "127.0.0.1:9001"
+            weight = 4
+            max = 100
+
+            [[backend]]
+            address = "127.0.0.1:9002"
+            "#,
+        )
+        .expect("valid TOML");
+        let flags = Settings {
+            algorithm: Some(Algorithm::LeastConnections),
+            ..Settings::default()
+        };
+        let config = file.overridden_by(flags).resolve().expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(config.algorithm, Algorithm::LeastConnections);
+        assert_eq!(config.tie_break, TieBreak::RoundRobin);
+        assert_eq!(config.queue_timeout, Duration::from_millis(250));
+        assert_eq!(config.connect_timeout, Duration::from_secs(2));
+        assert!(config.fail_on_5xx);
+        assert_eq!(config.backends.len(), 2);
+        assert_eq!(config.backends[0].name, "api-1");
+        assert_eq!(config.backends[0].max_connections, Some(100));
+        assert_eq!(config.backends[1].name, "127.0.0.1:9002");
+        assert!(toml::from_str::<Settings>("colour = 1").is_err());
+        let err = Settings::default().resolve().unwrap_err().to_string();
+        assert!(err.contains("at least one --backend"), "{err}");
+    }
+}

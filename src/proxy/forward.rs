@@ -1,0 +1,376 @@
+//! One request, from the client to a backend and back.
+//!
+//! 1. Smuggling shapes are refused with 400.
+//! 2. The engine picks a backend and counts the request on it at once (a
+//!    lease). When every eligible backend is at its connection limit, the
+//!    request waits in a bounded queue for a lease to end; a full queue or
+//!    a wait past the queue timeout is a 503, as is a pool with no eligible
+//!    backend at all (with `Retry-After`).
+//! 3. The request goes out on an idle connection to that backend or a new
+//!    one. A connection that fails before the request was sent (refused,
+//!    reset, timed out) is a failure of that backend, and the request is
+//!    tried on another one, never the same twice, at most `retries` more
+//!    times; once its body may have been sent it is not retried.
+//! 4. A response header not received within the response timeout is a
+//!    504; a failure that cannot be retried is a 502. Every such answer
+//!    says what happened in its body.
+//! 5. The response is relayed; the lease ends with its body. A 101 answer
+//!    to an upgrade turns the exchange into a tunnel that holds the lease
+//!    until either side closes.
+
+use super::body::{Relay, Reply};
+use super::headers;
+use super::idle::Recent;
+use super::upstream::{ConnectError, Connection, Upstream};
+use super::{Held, State};
+use crate::engine::{BackendId, NoBackend};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Answers one client request.
+pub async fn handle(
+    state: Arc<State>,
+    client: SocketAddr,
+    recent: Recent,
+    request: Request<Incoming>,
+) -> Result<Response<Reply>, Infallible> {
+    let started = Instant::now();
+    let (method, target) = (request.method().clone(), request.uri().clone());
+    let response = if smuggles(&request, &recent) {
+        answer(StatusCode::BAD_REQUEST, headers::BOTH_LENGTHS.to_owned())
+    } else {
+        forward(&state, client, request, started).await
+    };
+    if state.config.access_log {
+        tracing::info!(
+            %client,
+            %method,
+            %target,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    Ok(response)
+}
+
+async fn forward(
+    state: &Arc<State>,
+    client: SocketAddr,
+    mut request: Request<Incoming>,
+    started: Instant,
+) -> Response<Reply> {
+    if let Some(why) = headers::smuggling(request.headers()) {
+        return answer(StatusCode::BAD_REQUEST, why.to_owned());
+    }
+    let upgrade = headers::wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    headers::for_backend(&mut request, client, upgrade);
+    // The request leaves here; a send that fails before it went out hands
+    // it back for the next backend.
+    let mut unsent = Some(request);
+    let mut tried: Vec<BackendId> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        let mut held = match acquire(state, &tried).await {
+            Ok(held) => held,
+            Err(refusal) if !failures.is_empty() => {
+                return answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{}; {refusal}", failures.join("; ")),
+                )
+            }
+            Err(refusal) => return refusal.response(state),
+        };
+        let Some(lease) = held.lease.as_ref() else {
+            return answer(StatusCode::BAD_GATEWAY, "no backend".into());
+        };
+        let upstream = Arc::clone(lease.payload());
+        let id = lease.id();
+        let Some(outgoing) = unsent.take() else {
+            return answer(StatusCode::BAD_GATEWAY, "the request was lost".into());
+        };
+        match exchange(state, &upstream, outgoing, started).await {
+            Exchange::Answered(mut response, connection) => {
+                // The client is answered in this proxy's HTTP version.
+                *response.version_mut() = hyper::Version::HTTP_11;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_side) = client_upgrade {
+                        let backend_side = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client_side, backend_side, held, upstream, started));
+                        headers::remove_hop_by_hop(response.headers_mut(), true);
+                        return response.map(|_| Reply::empty());
+                    }
+                }
+                let ok = !(state.config.fail_on_5xx && response.status().is_server_error());
+                headers::remove_hop_by_hop(response.headers_mut(), false);
+                return response.map(|body| {
+                    Reply::Relay(Relay::new(body, held, connection, upstream, started, ok))
+                });
+            }
+            Exchange::Unsent(back, why) => {
+                held.record(false, started.elapsed(), &upstream);
+                failures.push(format!(
+                    "backend {} ({}): {why}",
+                    upstream.name, upstream.address
+                ));
+                tried.push(id);
+                unsent = Some(back);
+                if tried.len() > state.config.retries {
+                    return answer(
+                        StatusCode::BAD_GATEWAY,
+                        format!("{}; no more retries", failures.join("; ")),
+                    );
+                }
+            }
+            Exchange::Failed(why) => {
+                held.record(false, started.elapsed(), &upstream);
+                failures.push(format!(
+                    "backend {} ({}): {why}",
+                    upstream.name, upstream.address
+                ));
+                return answer(StatusCode::BAD_GATEWAY, failures.join("; "));
+            }
+            Exchange::TimedOut => {
+                held.record(false, started.elapsed(), &upstream);
+                return answer(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "backend {} ({}) sent no response header within {:?}",
+                        upstream.name, upstream.address, state.config.response_timeout
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Whether the client sent both `Transfer-Encoding` and `Content-Length`,
+/// which hyper has resolved by dropping the latter.
+fn smuggles(request: &Request<Incoming>, recent: &Recent) -> bool {
+    if !request
+        .headers()
+        .contains_key(hyper::header::TRANSFER_ENCODING)
+    {
+        return false;
+    }
+    let line = format!("{} {} ", request.method(), request.uri());
+    recent.head_has_content_length(line.as_bytes())
+}
+
+/// How one try on one backend went.
+enum Exchange {
+    /// A response header came, on this connection.
+    Answered(Response<Incoming>, Connection),
+    /// Nothing was sent: the request comes back, to try elsewhere.
+    Unsent(Request<Incoming>, String),
+    /// The request may have been sent, and failed.
+    Failed(String),
+    /// No response header within the response timeout.
+    TimedOut,
+}
+
+/// Sends the request to `upstream` on an idle connection, or a new one if
+/// the idle one turns out closed (which is no failure of the backend's).
+async fn exchange(
+    state: &State,
+    upstream: &Upstream,
+    request: Request<Incoming>,
+    started: Instant,
+) -> Exchange {
+    let mut request = request;
+    let mut idle = upstream.take_idle();
+    loop {
+        let from_idle = idle.is_some();
+        let mut connection = match idle.take() {
+            Some(connection) => connection,
+            None => match upstream.connect(state.config.connect_timeout).await {
+                Ok(connection) => connection,
+                Err(e @ (ConnectError::Failed(_) | ConnectError::Handshake(_))) => {
+                    return Exchange::Unsent(request, e.to_string())
+                }
+                Err(ConnectError::TimedOut) => {
+                    return Exchange::Unsent(
+                        request,
+                        format!("no connection within {:?}", state.config.connect_timeout),
+                    )
+                }
+            },
+        };
+        let left = state
+            .config
+            .response_timeout
+            .saturating_sub(started.elapsed().min(state.config.response_timeout));
+        let sent = tokio::time::timeout(left, connection.try_send_request(request)).await;
+        match sent {
+            Err(_) => return Exchange::TimedOut,
+            Ok(Ok(response)) => return Exchange::Answered(response, connection),
+            Ok(Err(mut e)) => match e.take_message() {
+                // An idle connection the backend had closed: a new one.
+                Some(back) if from_idle => request = back,
+                Some(back) => return Exchange::Unsent(back, e.into_error().to_string()),
+                None => return Exchange::Failed(e.into_error().to_string()),
+            },
+        }
+    }
+}
+
+/// Why no lease could be had.
+pub enum Refusal {
+    /// No backend is eligible, for a reason no wait would change.
+    NoBackend(NoBackend),
+    /// Every eligible backend is at its limit and the queue is full.
+    QueueFull(usize),
+    /// The wait in the queue ran out.
+    QueueTimeout(std::time::Duration),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NoBackend(none) => write!(f, "{none}"),
+            Refusal::QueueFull(n) => write!(
+                f,
+                "every backend is at its connection limit and {n} requests are already waiting"
+            ),
+            Refusal::QueueTimeout(wait) => write!(
+                f,
+                "every backend stayed at its connection limit for {wait:?}, the longest a request waits"
+            ),
+        }
+    }
+}
+
+impl Refusal {
+    /// The 503 for it, with `Retry-After`.
+    fn response(&self, state: &State) -> Response<Reply> {
+        let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, self.to_string());
+        let after = match self {
+            Refusal::NoBackend(_) => state.config.fail_timeout.as_secs().max(1),
+            Refusal::QueueFull(_) | Refusal::QueueTimeout(_) => 1,
+        };
+        if let Ok(value) = HeaderValue::from_str(&after.to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// Takes a lease on a backend other than those `tried`, waiting in the
+/// queue while every eligible backend is at its limit.
+async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusal> {
+    let config = &state.config;
+    let deadline = tokio::time::Instant::now() + config.queue_timeout;
+    let mut place: Option<QueuePlace> = None;
+    loop {
+        // Registered before trying, so that a release in between is seen.
+        let released = state.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        match state.pool.acquire(None, tried) {
+            Ok(lease) => {
+                return Ok(Held {
+                    lease: Some(lease),
+                    state: Arc::clone(state),
+                })
+            }
+            Err(none) => {
+                let full = matches!(none, NoBackend::NoneEligible { full, .. } if full > 0);
+                let refusal = if !full {
+                    Some(Refusal::NoBackend(none))
+                } else if place.is_none() {
+                    match QueuePlace::take(state) {
+                        Some(p) => {
+                            place = Some(p);
+                            None
+                        }
+                        None => Some(Refusal::QueueFull(config.queue)),
+                    }
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    if tried.is_empty() {
+                        state.pool.with(|p| p.reject());
+                    }
+                    return Err(refusal);
+                }
+                if tokio::time::timeout_at(deadline, released).await.is_err() {
+                    state.pool.with(|p| p.reject());
+                    return Err(Refusal::QueueTimeout(config.queue_timeout));
+                }
+            }
+        }
+    }
+}
+
+/// A place in the queue, given up when dropped.
+struct QueuePlace {
+    state: Arc<State>,
+}
+
+impl QueuePlace {
+    fn take(state: &Arc<State>) -> Option<QueuePlace> {
+        let before = state.queued.fetch_add(1, Ordering::AcqRel);
+        if before >= state.config.queue {
+            state.queued.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(QueuePlace {
+            state: Arc::clone(state),
+        })
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.state.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Relays bytes both ways between the upgraded client and backend
+/// connections, holding the lease until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    mut held: Held,
+    upstream: Arc<Upstream>,
+    started: Instant,
+) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(backend = %upstream.name, "upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut backend = hyper_util::rt::TokioIo::new(backend);
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    if let Err(e) = &copied {
+        tracing::debug!(backend = %upstream.name, "tunnel ended: {e}");
+    }
+    held.record(true, started.elapsed(), &upstream);
+}
+
+/// An answer of the proxy's own, saying what happened.
+fn answer(status: StatusCode, why: String) -> Response<Reply> {
+    let text = format!(
+        "leastconn: {} {}: {why}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(Reply::text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,295 @@
+//! `leastconn proxy`: an HTTP/1.1 reverse proxy over the engine.
+//!
+//! Every request goes to the backend the engine chooses, counted from the
+//! moment it is chosen (before connecting) until its response body has
+//! been relayed to the end or the exchange ends any other way, through an
+//! engine [`Lease`](crate::engine::Lease). An upgraded exchange (a
+//! WebSocket) holds its count for the tunnel's whole life.
+//!
+//! - [`config`]: the settings, from flags and a TOML file, checked.
+//! - `forward`: one request: checks, the backend's lease (waiting in the
+//!   queue when every eligible backend is at its limit), retries on
+//!   another backend, timeouts, the relayed response or the error answer,
+//!   tunnels.
+//! - `headers`: smuggling shapes refused, hop-by-hop headers removed,
+//!   `X-Forwarded-For`, `X-Forwarded-Proto` and `Via` added.
+//! - `body`: the response body that ends the lease when it ends.
+//! - `upstream`: a backend's address, idle connections and failures.
+//! - `admin`: `GET /stats` on the admin listener.
+//! - `idle`: the client connection's inactivity timeout.
+//!
+//! This module itself runs the listeners, the workers, passive health
+//! (failures take a backend out for a while) and graceful shutdown.
+
+mod admin;
+mod body;
+pub mod config;
+mod forward;
+mod headers;
+mod idle;
+mod upstream;
+
+pub use config::{Config, Settings};
+
+use crate::engine::{BackendChange, BackendSpec, Lease, Policy, Pool, SharedPool};
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+use upstream::Upstream;
+
+/// What every request shares.
+pub(crate) struct State {
+    pool: SharedPool<Arc<Upstream>>,
+    config: Config,
+    /// Told whenever a lease ends: a queued request may find room.
+    released: Notify,
+    /// Requests waiting in the queue now.
+    queued: AtomicUsize,
+    /// Never sent on: shutdown waits for the state, and so this sender, to
+    /// be dropped by every connection, tunnel and body holding it.
+    #[allow(dead_code)]
+    tasks: mpsc::Sender<()>,
+}
+
+/// A request's lease on a backend, which also wakes a queued request when
+/// it ends.
+pub(crate) struct Held {
+    lease: Option<Lease<Arc<Upstream>>>,
+    state: Arc<State>,
+}
+
+impl Held {
+    /// Records how the request went; a failure counts towards taking the
+    /// backend out.
+    fn record(&mut self, ok: bool, duration: Duration, upstream: &Arc<Upstream>) {
+        if let Some(lease) = &mut self.lease {
+            lease.record(ok, duration);
+        }
+        if !ok {
+            self.state.failed(upstream);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.lease.take());
+        self.state.released.notify_one();
+    }
+}
+
+impl State {
+    /// A failure on `upstream`: after `max_fails` within `fail_timeout`, it
+    /// is taken out for `fail_timeout`, as NGINX's `max_fails` does.
+    fn failed(&self, upstream: &Arc<Upstream>) {
+        let max = self.config.max_fails as usize;
+        let window = self.config.fail_timeout;
+        if max == 0 || upstream.note_failure(window) < max {
+            return;
+        }
+        let taken_out = self.pool.with(|pool| {
+            let healthy = pool.get(&upstream.name).is_some_and(|b| b.healthy());
+            healthy && pool.change(&upstream.name, down(true)).is_ok()
+        });
+        if !taken_out {
+            return;
+        }
+        tracing::warn!(
+            backend = %upstream.name,
+            "taken out for {window:?} after {max} failure(s) within {window:?}"
+        );
+        let pool = self.pool.clone();
+        let upstream = Arc::clone(upstream);
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            upstream.forget_failures();
+            let _ = pool.with(|p| p.change(&upstream.name, down(false)));
+            tracing::info!(backend = %upstream.name, "back in the pool");
+        });
+    }
+}
+
+/// A change that takes a backend out (`true`) or brings it back.
+fn down(out: bool) -> BackendChange {
+    BackendChange {
+        healthy: Some(!out),
+        ..BackendChange::default()
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then lets requests in flight
+/// finish within the grace period.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.log);
+    let runtime = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("leastconn={level}")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("leastconn=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin = match config.admin {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (--admin)"))?,
+        ),
+        None => None,
+    };
+    let policy = Policy {
+        algorithm: config.algorithm,
+        tie_break: config.tie_break,
+        seed: config.seed,
+    };
+    let backends = config.backends.iter().map(|b| {
+        let spec = BackendSpec {
+            name: &b.name,
+            weight: b.weight,
+            max_connections: b.max_connections,
+        };
+        (spec, Arc::new(Upstream::new(b.name.clone(), b.address)))
+    });
+    let pool = SharedPool::new(Pool::with_payloads(backends, policy)?);
+    let (tasks, mut all_done) = mpsc::channel::<()>(1);
+    let state = Arc::new(State {
+        pool,
+        config,
+        released: Notify::new(),
+        queued: AtomicUsize::new(0),
+        tasks,
+    });
+    let (stop, stopping) = watch::channel(false);
+    // Tests and scripts wait for these lines.
+    eprintln!("listening on {}", listener.local_addr()?);
+    if let Some(admin) = &admin {
+        eprintln!("admin on {}", admin.local_addr()?);
+    }
+    tracing::info!(
+        backends = state.config.backends.len(),
+        algorithm = %state.config.algorithm,
+        "proxying"
+    );
+    if let Some(admin) = admin {
+        tokio::spawn(admin::serve(admin, Arc::clone(&state), stopping.clone()));
+    }
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let state = Arc::clone(&state);
+                    let stopping = stopping.clone();
+                    tokio::spawn(connection(stream, client, state, stopping));
+                }
+                // Out of descriptors and the like: say so, keep going.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = &mut signal => break,
+        }
+    }
+    drop(listener);
+    let grace = state.config.grace;
+    tracing::info!("stopping: no new connections; up to {grace:?} for requests in flight");
+    let _ = stop.send(true);
+    // Every connection, tunnel and relayed body holds the state, and so
+    // its sender: when the last is gone, all is done.
+    drop(state);
+    match tokio::time::timeout(grace, all_done.recv()).await {
+        Ok(_) => tracing::info!("all requests finished"),
+        Err(_) => tracing::warn!("the grace period ended with requests still in flight"),
+    }
+    Ok(())
+}
+
+/// Serves one client connection until it closes, or, once the proxy is
+/// stopping, until its request in flight is answered.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    client: std::net::SocketAddr,
+    state: Arc<State>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let recent = idle::Recent::default();
+    let io = TokioIo::new(idle::Idle::new(
+        stream,
+        state.config.idle_timeout,
+        recent.clone(),
+    ));
+    let handler = Arc::clone(&state);
+    let service = service_fn(move |request| {
+        forward::handle(Arc::clone(&handler), client, recent.clone(), request)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stopped(&mut stopping) => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%client, "client connection ended: {e}");
+    }
+}
+
+/// Resolves once the proxy is stopping.
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // Dropping the guard here keeps the waiting future `Send`.
+    let _ = stopping.wait_for(|&stop| stop).await;
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

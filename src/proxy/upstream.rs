@@ -1,0 +1,133 @@
+//! A backend as the proxy reaches it: its address, a small pool of idle
+//! keep-alive connections, and its recent failures.
+//!
+//! Connections are hyper's connection-level HTTP/1 client, one request at a
+//! time each: a request takes an idle connection or opens one (never both
+//! at once, so the engine's count covers exactly the exchange the engine
+//! chose), and gives it back once its response body has been read to the
+//! end. A connection that fails, or whose response was abandoned, is
+//! dropped.
+
+use super::body::ProxyBody;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Idle connections kept per backend; more are closed when given back.
+const IDLE_PER_BACKEND: usize = 64;
+
+/// A connection that can carry one request.
+pub type Connection = SendRequest<ProxyBody>;
+
+/// One backend, as the engine's payload for it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub address: SocketAddr,
+    idle: Mutex<Vec<Connection>>,
+    /// When the failures still inside the window happened, oldest first.
+    failures: Mutex<VecDeque<Instant>>,
+}
+
+/// Why no connection to a backend could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Refused, reset or unreachable: nothing was sent.
+    Failed(std::io::Error),
+    /// No answer within the connect timeout.
+    TimedOut,
+    /// The HTTP handshake failed.
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Failed(e) => write!(f, "the connection failed: {e}"),
+            ConnectError::TimedOut => f.write_str("the connection timed out"),
+            ConnectError::Handshake(e) => write!(f, "the connection failed: {e}"),
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(name: String, address: SocketAddr) -> Self {
+        Upstream {
+            name,
+            address,
+            idle: Mutex::new(Vec::new()),
+            failures: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// An idle connection that is still open, if any.
+    pub fn take_idle(&self) -> Option<Connection> {
+        let mut idle = lock(&self.idle);
+        while let Some(connection) = idle.pop() {
+            if connection.is_ready() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange is over for the next request.
+    pub fn give_back(&self, connection: Connection) {
+        if connection.is_ready() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < IDLE_PER_BACKEND {
+                idle.push(connection);
+            }
+        }
+    }
+
+    /// Opens a new connection, within `timeout`.
+    pub async fn connect(&self, timeout: Duration) -> Result<Connection, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(ConnectError::Failed(e)),
+            Err(_) => return Err(ConnectError::TimedOut),
+        };
+        // Requests and responses are small and latency matters more.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        // Driven on its own task; upgrades let a 101 response hand the
+        // connection over to a tunnel.
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!("backend connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Notes a failure now; returns how many fell within `window`.
+    pub fn note_failure(&self, window: Duration) -> usize {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > window)
+        {
+            failures.pop_front();
+        }
+        failures.len()
+    }
+
+    /// Forgets past failures (the backend is back).
+    pub fn forget_failures(&self) {
+        lock(&self.failures).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
