@@ -265,48 +265,50 @@ impl Refusal {
 /// Takes a lease on a backend other than those `tried`, waiting in the
 /// queue while every eligible backend is at its limit.
 async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusal> {
+    let held = |lease| Held {
+        lease: Some(lease),
+        state: Arc::clone(state),
+    };
+    // The usual case, without touching the queue's waiter list.
+    let mut none = match state.pool.acquire(None, tried) {
+        Ok(lease) => return Ok(held(lease)),
+        Err(none) => none,
+    };
     let config = &state.config;
     let deadline = tokio::time::Instant::now() + config.queue_timeout;
     let mut place: Option<QueuePlace> = None;
     loop {
-        // Registered before trying, so that a release in between is seen.
+        let full = matches!(none, NoBackend::NoneEligible { full, .. } if full > 0);
+        let refusal = if !full {
+            Some(Refusal::NoBackend(none))
+        } else if place.is_none() {
+            place = QueuePlace::take(state);
+            place.is_none().then_some(Refusal::QueueFull(config.queue))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            if tried.is_empty() {
+                state.pool.with(|p| p.reject());
+            }
+            return Err(refusal);
+        }
+        // Registered before trying again, so that a release in between is
+        // not missed.
         let released = state.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
-        match state.pool.acquire(None, tried) {
-            Ok(lease) => {
-                return Ok(Held {
-                    lease: Some(lease),
-                    state: Arc::clone(state),
-                })
-            }
-            Err(none) => {
-                let full = matches!(none, NoBackend::NoneEligible { full, .. } if full > 0);
-                let refusal = if !full {
-                    Some(Refusal::NoBackend(none))
-                } else if place.is_none() {
-                    match QueuePlace::take(state) {
-                        Some(p) => {
-                            place = Some(p);
-                            None
-                        }
-                        None => Some(Refusal::QueueFull(config.queue)),
-                    }
-                } else {
-                    None
-                };
-                if let Some(refusal) = refusal {
-                    if tried.is_empty() {
-                        state.pool.with(|p| p.reject());
-                    }
-                    return Err(refusal);
-                }
-                if tokio::time::timeout_at(deadline, released).await.is_err() {
-                    state.pool.with(|p| p.reject());
-                    return Err(Refusal::QueueTimeout(config.queue_timeout));
-                }
-            }
+        if let Ok(lease) = state.pool.acquire(None, tried) {
+            return Ok(held(lease));
         }
+        if tokio::time::timeout_at(deadline, released).await.is_err() {
+            state.pool.with(|p| p.reject());
+            return Err(Refusal::QueueTimeout(config.queue_timeout));
+        }
+        none = match state.pool.acquire(None, tried) {
+            Ok(lease) => return Ok(held(lease)),
+            Err(none) => none,
+        };
     }
 }
 
