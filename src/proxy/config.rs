@@ -399,3 +399,21 @@ mod tests {
         assert!(err.contains("at least one --backend"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/proxy.toml");
+        let config = Settings::from_file(&path)
+            .expect("docs/proxy.toml reads")
+            .resolve()
+            .expect("docs/proxy.toml is valid");
+        let weights: Vec<u64> = config.backends.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [4, 2, 1]);
+        assert_eq!(config.max_fails, 3);
+        assert_eq!(config.queue_timeout, Duration::from_secs(5));
+    }
+}
