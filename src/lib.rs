@@ -1,5 +1,6 @@
-//! leastconn: a least-connections load balancer, spoken to as a
-//! Maelstrom-style node over JSON lines.
+//! leastconn: a least-connections load balancer: one engine, driven by a
+//! Maelstrom-style node over JSON lines, a simulator, and an HTTP reverse
+//! proxy.
 //!
 //! For every HTTP request it is told about, the node picks the backend with
 //! the fewest active connections (weighted, or by round-robin, random or
@@ -10,8 +11,8 @@
 //! # Layout
 //!
 //! One engine, front-ends around it: the node (the modules from [`cli`]
-//! to [`protocol`]; data flows down the list and replies flow back up) and
-//! the simulator.
+//! to [`protocol`]; data flows down the list and replies flow back up), the
+//! simulator and the proxy.
 //!
 //! - [`cli`]: the command line (clap): arguments, each command's `--help`,
 //!   usage errors in the program's words, and which command runs.
@@ -45,6 +46,9 @@
 //!     random choice.
 //!   - `engine::tree`: the index (a segment tree over pool positions) that
 //!     makes least-connections and power-of-two-choices picks O(log N).
+//!   - [`engine::shared`]: a pool shared by concurrent tasks behind one
+//!     short lock, and the lease that holds one request's count until the
+//!     request ends, whichever way.
 //! - [`sim`]: `leastconn simulate`, a discrete-event simulation that drives
 //!   the same engine with simulated clients and backends, and reports
 //!   latency, shares and spread per algorithm (table, JSON, SVG charts,
@@ -56,6 +60,17 @@
 //!     [`sim::report`] table and JSON, [`sim::svg`] charts,
 //!     [`sim::transcript`] the node's input, [`sim::output`] a command's
 //!     run: its files, progress bar and printed results.
+//! - [`proxy`]: `leastconn proxy`, an HTTP/1.1 reverse proxy on tokio and
+//!   hyper over a shared engine pool: [`proxy::config`] its settings,
+//!   `proxy::forward` one request (lease, queue, retries, timeouts,
+//!   tunnels), `proxy::headers` what a proxy does to headers,
+//!   `proxy::body` the response body that ends the lease,
+//!   `proxy::upstream` a backend's connections and failures,
+//!   `proxy::admin` `GET /stats`, `proxy::idle` the client connection's
+//!   inactivity timeout.
+//! - `layers`: the `settings!` macro that declares a struct of optional
+//!   settings once, for flags and files, with how one layer overrides
+//!   another (the simulator's and the proxy's).
 //! - `names`: the `named_enum!` macro that declares an enum with the
 //!   names it goes by on the command line, in scenario files and on the
 //!   wire (parsing, printing, serde), once for every such enum.

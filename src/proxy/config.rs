@@ -17,6 +17,8 @@ settings! {
 /// another.
 #[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+// The help shows optional parts in brackets (`[NAME=]`), not links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct Settings {
     /// where clients connect, HOST:PORT [default: 127.0.0.1:8080]
     #[arg(long, value_name = "HOST:PORT")]

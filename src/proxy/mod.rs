@@ -3,7 +3,7 @@
 //! Every request goes to the backend the engine chooses, counted from the
 //! moment it is chosen (before connecting) until its response body has
 //! been relayed to the end or the exchange ends any other way, through an
-//! engine [`Lease`](crate::engine::Lease). An upgraded exchange (a
+//! engine [`Lease`]. An upgraded exchange (a
 //! WebSocket) holds its count for the tunnel's whole life.
 //!
 //! - [`config`]: the settings, from flags and a TOML file, checked.
