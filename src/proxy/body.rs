@@ -13,12 +13,79 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// What the proxy sends backends: the client's request body, as it comes.
-pub type ProxyBody = Incoming;
+/// What the proxy sends backends: the client's request body, as it comes,
+/// noting when it last moved.
+pub struct ProxyBody {
+    inner: Incoming,
+    /// `None` for a request without a body.
+    progress: Option<Arc<Progress>>,
+}
+
+/// When an upload last moved, so that the response timeout counts from
+/// there: a long upload is not a slow backend.
+pub struct Progress {
+    start: Instant,
+    /// Microseconds from `start` to the last frame sent.
+    last: AtomicU64,
+}
+
+impl Progress {
+    /// When the upload last moved.
+    pub fn last(&self) -> Instant {
+        self.start + Duration::from_micros(self.last.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last.store(micros, Ordering::Relaxed);
+    }
+}
+
+impl ProxyBody {
+    pub fn new(inner: Incoming) -> ProxyBody {
+        let progress = (!inner.is_end_stream()).then(|| {
+            Arc::new(Progress {
+                start: Instant::now(),
+                last: AtomicU64::new(0),
+            })
+        });
+        ProxyBody { inner, progress }
+    }
+
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
+            progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A response body to the client.
 pub enum Reply {

@@ -18,7 +18,7 @@
 //!    to an upgrade turns the exchange into a tunnel that holds the lease
 //!    until either side closes.
 
-use super::body::{Relay, Reply};
+use super::body::{Progress, ProxyBody, Relay, Reply};
 use super::headers;
 use super::idle::Recent;
 use super::upstream::{ConnectError, Connection, Upstream};
@@ -74,7 +74,7 @@ async fn forward(
     headers::for_backend(&mut request, client, upgrade);
     // The request leaves here; a send that fails before it went out hands
     // it back for the next backend.
-    let mut unsent = Some(request);
+    let mut unsent = Some(request.map(ProxyBody::new));
     let mut tried: Vec<BackendId> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     loop {
@@ -96,7 +96,7 @@ async fn forward(
         let Some(outgoing) = unsent.take() else {
             return answer(StatusCode::BAD_GATEWAY, "the request was lost".into());
         };
-        match exchange(state, &upstream, outgoing, started).await {
+        match exchange(state, &upstream, outgoing).await {
             Exchange::Answered(mut response, connection) => {
                 // The client is answered in this proxy's HTTP version.
                 *response.version_mut() = hyper::Version::HTTP_11;
@@ -169,7 +169,7 @@ enum Exchange {
     /// A response header came, on this connection.
     Answered(Response<Incoming>, Connection),
     /// Nothing was sent: the request comes back, to try elsewhere.
-    Unsent(Request<Incoming>, String),
+    Unsent(Request<ProxyBody>, String),
     /// The request may have been sent, and failed.
     Failed(String),
     /// No response header within the response timeout.
@@ -178,13 +178,9 @@ enum Exchange {
 
 /// Sends the request to `upstream` on an idle connection, or a new one if
 /// the idle one turns out closed (which is no failure of the backend's).
-async fn exchange(
-    state: &State,
-    upstream: &Upstream,
-    request: Request<Incoming>,
-    started: Instant,
-) -> Exchange {
+async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody>) -> Exchange {
     let mut request = request;
+    let upload = request.body().progress();
     let mut idle = upstream.take_idle();
     loop {
         let from_idle = idle.is_some();
@@ -203,20 +199,42 @@ async fn exchange(
                 }
             },
         };
-        let left = state
-            .config
-            .response_timeout
-            .saturating_sub(started.elapsed().min(state.config.response_timeout));
-        let sent = tokio::time::timeout(left, connection.try_send_request(request)).await;
+        let sent = response_header(
+            connection.try_send_request(request),
+            upload.as_deref(),
+            state.config.response_timeout,
+        )
+        .await;
         match sent {
-            Err(_) => return Exchange::TimedOut,
-            Ok(Ok(response)) => return Exchange::Answered(response, connection),
-            Ok(Err(mut e)) => match e.take_message() {
+            None => return Exchange::TimedOut,
+            Some(Ok(response)) => return Exchange::Answered(response, connection),
+            Some(Err(mut e)) => match e.take_message() {
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,
                 Some(back) => return Exchange::Unsent(back, e.into_error().to_string()),
                 None => return Exchange::Failed(e.into_error().to_string()),
             },
+        }
+    }
+}
+
+/// Waits for the response header, for at most `timeout` after the request
+/// started to go out or, while its body is uploaded, after the body last
+/// moved. `None` when the time ran out.
+async fn response_header<T>(
+    send: impl std::future::Future<Output = T>,
+    upload: Option<&Progress>,
+    timeout: std::time::Duration,
+) -> Option<T> {
+    tokio::pin!(send);
+    let sent_at = tokio::time::Instant::now();
+    loop {
+        let quiet_since = upload.map_or(sent_at, |p| sent_at.max(p.last().into()));
+        match tokio::time::timeout_at(quiet_since + timeout, &mut send).await {
+            Ok(result) => return Some(result),
+            Err(_)
+                if upload.is_some_and(|p| tokio::time::Instant::from(p.last()) > quiet_since) => {}
+            Err(_) => return None,
         }
     }
 }
