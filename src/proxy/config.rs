@@ -80,8 +80,9 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub connect_timeout: Option<Duration>,
-    /// time allowed for a backend's response header, after the request
-    /// was sent; then 504 [default: 60s]
+    /// time allowed for a backend's response header after the request went
+    /// out (while its body uploads, after the body last moved); then 504
+    /// [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub response_timeout: Option<Duration>,
