@@ -12,6 +12,7 @@
 //! removed (RFC 9112 lets `Transfer-Encoding` win), so whether the client
 //! sent both is read from the raw head.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
