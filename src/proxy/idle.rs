@@ -38,34 +38,32 @@ pub struct Idle {
 /// How much of the last input is kept.
 const RECENT: usize = 16 * 1024;
 
-/// The last input a connection read, shared with its request handler.
+/// The last input a connection read, shared with its request handler: a
+/// ring, so that keeping a read costs its own length.
 #[derive(Clone, Default)]
-pub struct Recent(Arc<Mutex<Vec<u8>>>);
+pub struct Recent(Arc<Mutex<VecDeque<u8>>>);
 
 impl Recent {
     fn keep(&self, bytes: &[u8]) {
+        let bytes = &bytes[bytes.len().saturating_sub(RECENT)..];
         let mut recent = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if recent.len() + bytes.len() > RECENT {
-            let keep_from = (recent.len() + bytes.len())
-                .saturating_sub(RECENT)
-                .min(recent.len());
-            recent.drain(..keep_from);
-        }
-        let start = bytes.len().saturating_sub(RECENT);
-        recent.extend_from_slice(&bytes[start..]);
+        let over = (recent.len() + bytes.len()).saturating_sub(RECENT);
+        recent.drain(..over);
+        recent.extend(bytes);
     }
 
     /// Whether the raw head of the latest request that begins with
     /// `request_line` had a `Content-Length` line too (it is only asked of
     /// heads with `Transfer-Encoding`).
     pub fn head_has_content_length(&self, request_line: &[u8]) -> bool {
-        let recent = self
+        let mut recent = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = recent.make_contiguous();
         let Some(start) = recent
             .windows(request_line.len())
             .rposition(|w| w == request_line)
