@@ -287,17 +287,26 @@ async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusa
         lease: Some(lease),
         state: Arc::clone(state),
     };
-    // The usual case, without touching the queue's waiter list.
-    let mut none = match state.pool.acquire(None, tried) {
-        Ok(lease) => return Ok(held(lease)),
-        Err(none) => none,
+    // The usual case, without touching the queue's waiter list; but while
+    // others wait, a newcomer does not overtake them.
+    let mut none = if state.queued.load(Ordering::Acquire) == 0 {
+        match state.pool.acquire(None, tried) {
+            Ok(lease) => return Ok(held(lease)),
+            Err(none) => none,
+        }
+    } else {
+        NoBackend::NoneEligible {
+            down: 0,
+            drained: 0,
+            full: 1,
+            tried: 0,
+        }
     };
     let config = &state.config;
     let deadline = tokio::time::Instant::now() + config.queue_timeout;
     let mut place: Option<QueuePlace> = None;
     loop {
-        let full = matches!(none, NoBackend::NoneEligible { full, .. } if full > 0);
-        let refusal = if !full {
+        let refusal = if !is_full(&none) {
             Some(Refusal::NoBackend(none))
         } else if place.is_none() {
             place = QueuePlace::take(state);
@@ -316,8 +325,14 @@ async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusa
         let released = state.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
-        if let Ok(lease) = state.pool.acquire(None, tried) {
-            return Ok(held(lease));
+        match state.pool.acquire(None, tried) {
+            Ok(lease) => return Ok(held(lease)),
+            // Not for want of room (taken out, say): no wait helps.
+            Err(other) if !is_full(&other) => {
+                none = other;
+                continue;
+            }
+            Err(_) => {}
         }
         if tokio::time::timeout_at(deadline, released).await.is_err() {
             state.pool.with(|p| p.reject());
@@ -328,6 +343,12 @@ async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusa
             Err(none) => none,
         };
     }
+}
+
+/// Whether a refusal is for want of room: some eligible backend is only at
+/// its limit, so a wait may help.
+fn is_full(none: &NoBackend) -> bool {
+    matches!(none, NoBackend::NoneEligible { full, .. } if *full > 0)
 }
 
 /// A place in the queue, given up when dropped.
