@@ -22,14 +22,15 @@
 //! - [`shared`]: a pool shared by concurrent tasks behind one short lock,
 //!   and the [`Lease`] that holds one request's count until it ends.
 
+mod errors;
 pub mod rng;
 pub mod select;
 pub mod shared;
 mod tree;
 
 use indexmap::IndexMap;
-use std::fmt;
 
+pub use errors::{EngineError, NoBackend};
 pub use select::{Algorithm, Candidate, Explanation, Ineligible, Score, Tie, TieBreak};
 pub use shared::{Lease, SharedPool};
 
@@ -183,97 +184,6 @@ impl<P> Backend<P> {
         }
     }
 }
-
-/// Why a request could not be given a backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoBackend {
-    /// The pool has no backends at all.
-    EmptyPool,
-    /// Every backend is ineligible; how many for each reason (`tried`: left
-    /// out of this pick by the front-end, having failed it already).
-    NoneEligible {
-        down: usize,
-        drained: usize,
-        full: usize,
-        tried: usize,
-    },
-}
-
-impl fmt::Display for NoBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let NoBackend::NoneEligible {
-            down,
-            drained,
-            full,
-            tried,
-        } = *self
-        else {
-            return f.write_str("no backend available");
-        };
-        let reasons = [
-            (down, "down"),
-            (drained, "drained (weight 0)"),
-            (full, "full (at their connection limit)"),
-            (tried, "already tried"),
-        ];
-        let present: Vec<(usize, &str)> = reasons.into_iter().filter(|&(n, _)| n > 0).collect();
-        f.write_str("no backend available: ")?;
-        match present[..] {
-            [(1, why)] => write!(f, "the only backend is {}", why.replace("their", "its")),
-            [(n, why)] => write!(f, "all {n} backends are {why}"),
-            _ => {
-                let parts: Vec<String> = present
-                    .iter()
-                    .map(|(n, why)| format!("{n} {why}"))
-                    .collect();
-                f.write_str(&parts.join(", "))
-            }
-        }
-    }
-}
-
-/// An operation the engine refused. The pool is unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EngineError {
-    /// A backend name was empty.
-    EmptyName,
-    /// The same backend name was given twice in one list.
-    DuplicateBackend(String),
-    /// A backend of this name is already in the pool.
-    AlreadyInPool(String),
-    /// No backend of this name is in the pool.
-    UnknownBackend(String),
-    /// The backend has no active connection to complete.
-    NoActiveConnection(String),
-    /// No backend is at this pool position.
-    NoPosition(usize),
-}
-
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EngineError::EmptyName => f.write_str("backend names must not be empty"),
-            EngineError::DuplicateBackend(name) => {
-                write!(f, "backend {name:?} is listed more than once")
-            }
-            EngineError::AlreadyInPool(name) => {
-                write!(f, "backend {name:?} is already in the pool")
-            }
-            EngineError::UnknownBackend(name) => {
-                write!(f, "backend {name:?} is not in the pool")
-            }
-            EngineError::NoActiveConnection(name) => write!(
-                f,
-                "backend {name:?} has no active connections, so there is nothing to complete"
-            ),
-            EngineError::NoPosition(index) => {
-                write!(f, "no backend is at pool position {index}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for EngineError {}
 
 /// How a pool chooses, fixed when it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
