@@ -46,6 +46,8 @@
 //!     random choice.
 //!   - `engine::tree`: the index (a segment tree over pool positions) that
 //!     makes least-connections and power-of-two-choices picks O(log N).
+//!   - `engine::errors`: why the engine refused (no backend, a bad
+//!     operation).
 //!   - [`engine::shared`]: a pool shared by concurrent tasks behind one
 //!     short lock, and the lease that holds one request's count until the
 //!     request ends, whichever way.

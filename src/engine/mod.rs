@@ -19,6 +19,7 @@
 //!   choice.
 //! - `tree`: the index that makes least-connections and power-of-two-choices
 //!   picks O(log N).
+//! - `errors`: [`NoBackend`] and [`EngineError`], why the engine refused.
 //! - [`shared`]: a pool shared by concurrent tasks behind one short lock,
 //!   and the [`Lease`] that holds one request's count until it ends.
 
