@@ -7,8 +7,8 @@ mod common;
 
 use common::peak_kib;
 use common::proxy::{
-    get, raw, read, read_head, send, status_of, within, Backend, Behaviour, Client, Gate,
-    Generated, Proxy, WAIT,
+    get, raw, read, read_head, read_response, send, status_of, within, Backend, Behaviour, Client,
+    Gate, Generated, Proxy, WAIT,
 };
 use hyper::Request;
 use std::collections::BTreeMap;
@@ -676,6 +676,64 @@ async fn ambiguous_request_framing_gets_400_and_never_reaches_a_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_lengths_are_refused_in_a_pipeline_and_in_a_head_over_16_kib() {
+    let only = Backend::start("only", Behaviour::Upload).await;
+    let proxy = Proxy::start(&[only.spec()], &[]);
+    // Sent at once: the second request's line is the first's, without
+    // Content-Length.
+    let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+              0\r\n\r\n\
+              POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        .await
+        .expect("sent");
+    let answer = read_response(&mut stream).await;
+    assert_eq!(answer.status, 400, "{}", answer.head);
+    // Content-Length first, then more than 16 KiB of other headers.
+    let padding = "p".repeat(17 * 1024);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Padding: {padding}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    let answer = raw(proxy.address, request.as_bytes()).await;
+    assert_eq!(answer.status, 400, "{}", answer.head);
+    assert_eq!(only.arrived(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_requests_pass_whatever_came_before_and_whatever_their_bodies_hold() {
+    let only = Backend::start("only", Behaviour::Upload).await;
+    let proxy = Proxy::start(&[only.spec()], &[]);
+    let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+    // One connection: a request with Content-Length, then chunked ones with
+    // the same request line, the last carrying a request head in its body.
+    let inner = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+    let chunked = |body: &str| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+    };
+    let requests = [
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello".to_owned(),
+        chunked("hello"),
+        chunked("world!"),
+        chunked(inner),
+    ];
+    for (request, length) in requests.iter().zip([5, 5, 6, inner.len()]) {
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let answer = read_response(&mut stream).await;
+        assert_eq!(answer.status, 200, "{request:?}: {}", answer.head);
+        assert_eq!(answer.body, length.to_string().as_bytes());
+    }
+    assert_eq!(only.arrived(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_dropped_and_the_forwarding_headers_added() {
     let only = Backend::start("only", Behaviour::Fast).await;
     let proxy = Proxy::start(&[only.spec()], &[]);
@@ -736,10 +794,22 @@ async fn an_absolute_form_request_goes_to_a_configured_backend() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.head);
     assert_eq!(answer.body, b"only");
+    // No path, and a chunked body: its head is still found and checked.
+    let answer = raw(
+        proxy.address,
+        b"POST http://other.example HTTP/1.1\r\nHost: other.example\r\n\
+          Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
     let seen = only.received();
-    assert_eq!(seen.len(), 1);
+    assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].uri, "/x?y=1");
     assert_eq!(seen[0].header("host"), Some("other.example"));
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].uri.as_str()),
+        ("POST", "/")
+    );
 }
 
 // 7. Graceful shutdown.

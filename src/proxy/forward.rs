@@ -42,10 +42,9 @@ pub async fn handle(
 ) -> Result<Response<Reply>, Infallible> {
     let started = Instant::now();
     let (method, target) = (request.method().clone(), request.uri().clone());
-    let response = if smuggles(&request, &recent) {
-        answer(StatusCode::BAD_REQUEST, headers::BOTH_LENGTHS.to_owned())
-    } else {
-        forward(&state, client, request, started).await
+    let response = match smuggles(&request, &recent) {
+        Some(why) => answer(StatusCode::BAD_REQUEST, why.to_owned()),
+        None => forward(&state, client, request, started).await,
     };
     if state.config.access_log {
         tracing::info!(
@@ -151,17 +150,35 @@ async fn forward(
     }
 }
 
-/// Whether the client sent both `Transfer-Encoding` and `Content-Length`,
-/// which hyper has resolved by dropping the latter.
-fn smuggles(request: &Request<Incoming>, recent: &Recent) -> bool {
+/// Why a request with `Transfer-Encoding` is refused for what hyper hid:
+/// the client sent `Content-Length` too (hyper drops it), or its head was
+/// too large to tell.
+fn smuggles(request: &Request<Incoming>, recent: &Recent) -> Option<&'static str> {
+    // Taken for every request, so that the next is looked for after it.
+    let (method, uri) = (request.method(), request.uri());
+    let mut had_length = recent.take_head(format!("{method} {uri} ").as_bytes());
+    // `http://host` is shown as `http://host/`: look for it as sent too.
+    if let (None, Some(authority)) = (had_length, uri.authority()) {
+        let authority = authority.as_str();
+        let sent = uri
+            .to_string()
+            .replacen(&format!("{authority}/"), authority, 1);
+        had_length = recent.take_head(format!("{method} {sent} ").as_bytes());
+    }
     if !request
         .headers()
         .contains_key(hyper::header::TRANSFER_ENCODING)
     {
-        return false;
+        return None;
     }
-    let line = format!("{} {} ", request.method(), request.uri());
-    recent.head_has_content_length(line.as_bytes())
+    match had_length {
+        Some(false) => None,
+        Some(true) => Some(headers::BOTH_LENGTHS),
+        None => Some(
+            "the request has Transfer-Encoding and a head over 16 KiB, \
+             which cannot be checked for Content-Length",
+        ),
+    }
 }
 
 /// How one try on one backend went.

@@ -10,7 +10,9 @@
 //! undone: a request head with both `Transfer-Encoding` and
 //! `Content-Length` reaches the handler with `Content-Length` already
 //! removed (RFC 9112 lets `Transfer-Encoding` win), so whether the client
-//! sent both is read from the raw head.
+//! sent both is read from the raw head. Each request's head is taken from
+//! it in turn, so that the input kept starts after the last request
+//! checked.
 
 use std::future::Future;
 use std::io;
@@ -57,28 +59,35 @@ impl Recent {
         recent.extend_from_slice(&bytes[start..]);
     }
 
-    /// Whether the raw head of the latest request that begins with
-    /// `request_line` had a `Content-Length` line too (it is only asked of
-    /// heads with `Transfer-Encoding`).
-    pub fn head_has_content_length(&self, request_line: &[u8]) -> bool {
-        let recent = self
+    /// Takes the raw head of the request that begins with `request_line`,
+    /// the first such line in the input kept, and forgets it and all input
+    /// before it, so that the next request's head is looked for after it
+    /// (a pipelined request with the same line, or one in a body, is never
+    /// taken for this one). Called for every request, in order. Whether
+    /// that head had a `Content-Length` line; `None` when it is not in the
+    /// input kept (a head over 16 KiB).
+    pub fn take_head(&self, request_line: &[u8]) -> Option<bool> {
+        let mut recent = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(start) = recent
-            .windows(request_line.len())
-            .rposition(|w| w == request_line)
-        else {
-            return false;
-        };
-        let head = &recent[start..];
-        let end = head
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(head.len());
-        head[..end]
-            .split(|&b| b == b'\n')
-            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+        let start = memchr::memmem::find(&recent, request_line)?;
+        let mut end = recent.len();
+        let mut has_length = false;
+        let mut at = start;
+        for line in recent[start..].split_inclusive(|&b| b == b'\n') {
+            at += line.len();
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            // The empty line that ends the head.
+            if text.is_empty() {
+                end = at;
+                break;
+            }
+            has_length |= text.len() >= 15 && text[..15].eq_ignore_ascii_case(b"content-length:");
+        }
+        recent.drain(..end);
+        Some(has_length)
     }
 }
 

@@ -613,19 +613,26 @@ fn header_in<'h>(head: &'h str, name: &str) -> Option<&'h str> {
     })
 }
 
-/// Writes `request` as it is on a new connection and reads one response:
-/// its head, then a `Content-Length` body, or else up to the end of the
-/// connection.
+/// Writes `request` as it is on a new connection and reads one response
+/// (see [`read_response`]).
 pub async fn raw(address: SocketAddr, request: &[u8]) -> RawAnswer {
     let mut stream = within("connect", TcpStream::connect(address))
         .await
         .expect("connected");
     stream.write_all(request).await.expect("the request sent");
-    let (head, mut body) = read_head(&mut stream).await;
+    read_response(&mut stream).await
+}
+
+/// Reads one response: its head, then a `Content-Length` body, or else up
+/// to the end of the connection. On a keep-alive connection, for one
+/// request at a time (it may read past the end of the response).
+pub async fn read_response(stream: &mut TcpStream) -> RawAnswer {
+    let (head, mut body) = read_head(stream).await;
     let status = status_of(&head);
     match header_in(&head, "content-length") {
         Some(length) => {
             let length: usize = length.parse().expect("a length");
+            assert!(body.len() <= length, "more than one response read");
             let mut rest = vec![0; length.saturating_sub(body.len())];
             within("the body", stream.read_exact(&mut rest))
                 .await
