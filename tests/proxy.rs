@@ -5,13 +5,15 @@
 
 mod common;
 
-use common::peak_kib;
 use common::proxy::{
     get, raw, read, read_head, read_response, send, status_of, within, Backend, Behaviour, Client,
     Gate, Generated, Proxy, WAIT,
 };
+use common::{peak_kib, Running};
 use hyper::Request;
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -845,6 +847,56 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert_eq!(proxy.exit(Duration::from_secs(5)).await, Some(0));
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
     assert_eq!(slow.answered(), 1);
+}
+
+#[test]
+fn sigterm_as_soon_as_the_proxy_says_it_listens_stops_it_gracefully() {
+    // The moment right after the line is when a script sends it; tried a
+    // few times, as the moment varies.
+    for _ in 0..20 {
+        let child = Command::new(common::BIN)
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "a=127.0.0.1:9",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut proxy = Running { child };
+        // A shell already waiting to send SIGTERM, told by the thread that
+        // reads the line, so that the signal follows the line within
+        // microseconds, not the milliseconds starting `kill` takes.
+        let killer = Command::new("sh")
+            .args(["-c", &format!("read go && kill -TERM {}", proxy.child.id())])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let mut killer = Running { child: killer };
+        let mut go = killer.child.stdin.take().expect("piped stdin");
+        let mut stderr = proxy.child.stderr.take().expect("piped stderr");
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0; 256];
+            let mut told = false;
+            // Ends when the proxy exits (or is killed at the test's end).
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+                if !told && seen.starts_with(b"listening on ") && seen.contains(&b'\n') {
+                    told = go.write_all(b"go\n").is_ok();
+                }
+            }
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        assert_eq!(killer.wait(WAIT), Some(0), "kill -TERM failed");
+        let status = proxy.wait(WAIT);
+        let log = reader.join().expect("the reader");
+        assert_eq!(status, Some(0), "not a graceful stop; it wrote {log:?}");
+    }
 }
 
 // 8. The config file.
