@@ -7,7 +7,7 @@ mod common;
 
 use common::proxy::{
     get, raw, read, read_head, read_response, send, status_of, within, Backend, Behaviour, Client,
-    Gate, Generated, Proxy, WAIT,
+    Close, Gate, Generated, Proxy, WAIT,
 };
 use common::{peak_kib, Running};
 use hyper::Request;
@@ -470,6 +470,27 @@ async fn without_fail_on_5xx_a_backend_answering_500_stays_in_and_draws_requests
     assert_eq!(statuses, BTreeMap::from([(500, 20)]));
     gate.open();
     all_ok(held).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_kept_alive_connections_is_no_failure() {
+    for when in [
+        Close::AfterAnswer,
+        Close::OnNextRequest,
+        Close::ResetOnNextRequest,
+    ] {
+        let closing = Backend::closing("closing", when).await;
+        let proxy = Proxy::start(&[closing.spec()], &[]);
+        // One at a time, so that each request finds the last one's
+        // connection idle, closed or about to be.
+        let names = sequence(&proxy, 20).await;
+        assert_eq!(names, vec!["closing"; 20]);
+        let stats = proxy.stats().await;
+        assert_eq!(stats.get("closing", "failed"), 0, "{}", stats.0);
+        assert!(stats.healthy("closing"));
+        assert_eq!(stats.requests("closing"), 20);
+        assert_eq!(closing.answered(), 20);
+    }
 }
 
 // 4. Client disconnects and upgrades.

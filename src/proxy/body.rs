@@ -17,8 +17,41 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// What the proxy sends backends: the client's request body, as it comes.
-pub type ProxyBody = Incoming;
+/// What the proxy sends backends: the client's request body, as it comes,
+/// or none (a request without a body, sent again).
+pub enum ProxyBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Client(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Client(body) => body.is_end_stream(),
+            ProxyBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Client(body) => body.size_hint(),
+            ProxyBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// A response body to the client.
 pub enum Reply {

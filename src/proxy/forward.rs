@@ -10,7 +10,10 @@
 //!    one. A connection that fails before the request was sent (refused,
 //!    reset, timed out) is a failure of that backend, and the request is
 //!    tried on another one, never the same twice, at most `retries` more
-//!    times; once its body may have been sent it is not retried.
+//!    times; once its body may have been sent it is not retried. A reused
+//!    connection that the backend closes before answering is no failure:
+//!    a request without a body that may be repeated is sent again on a new
+//!    connection.
 //! 4. A response header not received within the response timeout is a
 //!    504; a failure that cannot be retried is a 502. Every such answer
 //!    says what happened in its body.
@@ -18,13 +21,13 @@
 //!    to an upgrade turns the exchange into a tunnel that holds the lease
 //!    until either side closes.
 
-use super::body::{Relay, Reply};
+use super::body::{ProxyBody, Relay, Reply};
 use super::headers;
 use super::idle::Recent;
 use super::upstream::{ConnectError, Connection, Upstream};
 use super::{Held, State};
 use crate::engine::{BackendId, NoBackend};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -73,7 +76,7 @@ async fn forward(
     headers::for_backend(&mut request, client, upgrade);
     // The request leaves here; a send that fails before it went out hands
     // it back for the next backend.
-    let mut unsent = Some(request);
+    let mut unsent = Some(request.map(ProxyBody::Client));
     let mut tried: Vec<BackendId> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     loop {
@@ -186,7 +189,7 @@ enum Exchange {
     /// A response header came, on this connection.
     Answered(Response<Incoming>, Connection),
     /// Nothing was sent: the request comes back, to try elsewhere.
-    Unsent(Request<Incoming>, String),
+    Unsent(Request<ProxyBody>, String),
     /// The request may have been sent, and failed.
     Failed(String),
     /// No response header within the response timeout.
@@ -198,11 +201,17 @@ enum Exchange {
 async fn exchange(
     state: &State,
     upstream: &Upstream,
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     started: Instant,
 ) -> Exchange {
     let mut request = request;
     let mut idle = upstream.take_idle();
+    // A backend may close an idle connection (its keep-alive timeout) just
+    // as a request arrives on it, unanswered: a request without a body that
+    // may be repeated (RFC 9110, 9.2.2) is then sent again on a new one.
+    let mut again =
+        (idle.is_some() && request.body().is_end_stream() && request.method().is_idempotent())
+            .then(|| without_body(&request));
     loop {
         let from_idle = idle.is_some();
         let mut connection = match idle.take() {
@@ -232,10 +241,33 @@ async fn exchange(
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,
                 Some(back) => return Exchange::Unsent(back, e.into_error().to_string()),
-                None => return Exchange::Failed(e.into_error().to_string()),
+                None => match again.take() {
+                    Some(copy) if from_idle && closed_unanswered(e.error()) => {
+                        request = copy;
+                    }
+                    _ => return Exchange::Failed(e.into_error().to_string()),
+                },
             },
         }
     }
+}
+
+/// Whether a connection ended, closed or reset, before a whole response.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    e.is_incomplete_message()
+        || io.is_some_and(|io| matches!(io.kind(), ConnectionReset | BrokenPipe))
+}
+
+/// A copy of a request without a body, to send again.
+fn without_body(request: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(ProxyBody::Empty);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// Why no lease could be had.

@@ -85,6 +85,15 @@ pub enum Behaviour {
     Echo,
 }
 
+/// When a [`Backend::closing`] closes a connection it answered on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    AfterAnswer,
+    OnNextRequest,
+    /// With a reset rather than an orderly close.
+    ResetOnNextRequest,
+}
+
 /// A request as a backend received it.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -174,6 +183,63 @@ impl Backend {
             address,
             seen: Arc::default(),
             accepting: None,
+        }
+    }
+
+    /// A backend that answers one request per connection with its name and
+    /// then closes the connection without saying so (no `Connection:
+    /// close`), as a server with a very short keep-alive timeout does:
+    /// `when` says at once, or only when the next request comes (as when
+    /// that timeout ends just as a request arrives). For requests without
+    /// a body.
+    pub async fn closing(name: &str, when: Close) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("local address");
+        let seen = Arc::new(Seen::default());
+        let (name_, seen_) = (name.to_owned(), Arc::clone(&seen));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (name, seen) = (name_.clone(), Arc::clone(&seen_));
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let mut words = text.split(' ');
+                    seen.received.lock().unwrap().push(Received {
+                        method: words.next().unwrap_or_default().to_owned(),
+                        uri: words.next().unwrap_or_default().to_owned(),
+                        headers: HeaderMap::new(),
+                    });
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    seen.answered.fetch_add(1, Ordering::SeqCst);
+                    if when != Close::AfterAnswer {
+                        let _ = stream.read(&mut buf).await;
+                    }
+                    if when == Close::ResetOnNextRequest {
+                        let _ = stream.set_zero_linger();
+                    }
+                    // Dropped: closed with nothing said.
+                });
+            }
+        });
+        Backend {
+            name: name.to_owned(),
+            address,
+            seen,
+            accepting: Some(accepting),
         }
     }
 
