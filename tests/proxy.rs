@@ -343,6 +343,23 @@ async fn a_full_pool_queues_a_request_until_room_is_made() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_drains_one_at_a_time_through_a_backend_with_max_1() {
+    const N: usize = 40;
+    let only = Backend::start("only", Behaviour::Slow(Duration::from_millis(5))).await;
+    let proxy = Proxy::start(&[only.spec_with("max=1")], &[]);
+    let started = Instant::now();
+    let names = all_ok(spawn_gets(&proxy, N)).await;
+    let took = started.elapsed();
+    assert_eq!(names, vec!["only"; N]);
+    // One at a time: at least N × 5 ms.
+    assert!(took >= Duration::from_millis(5 * N as u64), "{took:?}");
+    let stats = proxy.stats().await;
+    assert_eq!(stats.requests("only"), N as u64);
+    assert_eq!(stats.rejected(), 0);
+    assert_eq!(stats.active("only"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_without_a_queue_or_past_the_queue_timeout_gives_503() {
     for (flags, why, least, most) in [
         (
@@ -585,6 +602,36 @@ async fn an_upgrade_tunnels_both_ways_and_holds_its_count_while_open() {
         .await;
     assert_eq!(stats.get("echo", "completed"), 1);
     assert_eq!(stats.get("echo", "failed"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_gives_its_count_back() {
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let proxy = Proxy::start(&[echo.spec()], &["--idle-timeout", "300ms"]);
+    let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: test.example\r\n\
+              Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .expect("sent");
+    let (head, _) = read_head(&mut stream).await;
+    assert_eq!(status_of(&head), 101, "{head}");
+    let opened = Instant::now();
+    proxy
+        .stats_when("the tunnel's count given back", |s| s.active("echo") == 0)
+        .await;
+    let took = opened.elapsed();
+    assert!(
+        Duration::from_millis(300) <= took && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let mut buf = [0u8; 16];
+    let n = within("the end of the tunnel", stream.read(&mut buf))
+        .await
+        .expect("read");
+    assert_eq!(n, 0, "the proxy closed the client's side");
 }
 
 // 5. Big bodies.
