@@ -19,9 +19,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// What the proxy sends backends: the client's request body, as it comes,
-/// noting when it last moved.
+/// noting when it last moved, or none (a request without a body, sent
+/// again).
 pub struct ProxyBody {
-    inner: Incoming,
+    /// `None` for no body at all.
+    inner: Option<Incoming>,
     /// `None` for a request without a body.
     progress: Option<Arc<Progress>>,
 }
@@ -47,14 +49,26 @@ impl Progress {
 }
 
 impl ProxyBody {
-    pub fn new(inner: Incoming) -> ProxyBody {
+    /// The client's body.
+    pub fn client(inner: Incoming) -> ProxyBody {
         let progress = (!inner.is_end_stream()).then(|| {
             Arc::new(Progress {
                 start: Instant::now(),
                 last: AtomicU64::new(0),
             })
         });
-        ProxyBody { inner, progress }
+        ProxyBody {
+            inner: Some(inner),
+            progress,
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> ProxyBody {
+        ProxyBody {
+            inner: None,
+            progress: None,
+        }
     }
 
     pub fn progress(&self) -> Option<Arc<Progress>> {
@@ -71,7 +85,10 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
             progress.touch();
         }
@@ -79,11 +96,13 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

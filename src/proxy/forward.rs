@@ -10,7 +10,10 @@
 //!    one. A connection that fails before the request was sent (refused,
 //!    reset, timed out) is a failure of that backend, and the request is
 //!    tried on another one, never the same twice, at most `retries` more
-//!    times; once its body may have been sent it is not retried.
+//!    times; once its body may have been sent it is not retried. A reused
+//!    connection that the backend closes before answering is no failure:
+//!    a request without a body that may be repeated is sent again on a new
+//!    connection.
 //! 4. A response header not received within the response timeout is a
 //!    504; a failure that cannot be retried is a 502. Every such answer
 //!    says what happened in its body.
@@ -24,7 +27,7 @@ use super::idle::Recent;
 use super::upstream::{ConnectError, Connection, Upstream};
 use super::{Held, State};
 use crate::engine::{BackendId, NoBackend};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -42,10 +45,9 @@ pub async fn handle(
 ) -> Result<Response<Reply>, Infallible> {
     let started = Instant::now();
     let (method, target) = (request.method().clone(), request.uri().clone());
-    let response = if smuggles(&request, &recent) {
-        answer(StatusCode::BAD_REQUEST, headers::BOTH_LENGTHS.to_owned())
-    } else {
-        forward(&state, client, request, started).await
+    let response = match smuggles(&request, &recent) {
+        Some(why) => answer(StatusCode::BAD_REQUEST, why.to_owned()),
+        None => forward(&state, client, request, started).await,
     };
     if state.config.access_log {
         tracing::info!(
@@ -74,7 +76,7 @@ async fn forward(
     headers::for_backend(&mut request, client, upgrade);
     // The request leaves here; a send that fails before it went out hands
     // it back for the next backend.
-    let mut unsent = Some(request.map(ProxyBody::new));
+    let mut unsent = Some(request.map(ProxyBody::client));
     let mut tried: Vec<BackendId> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     loop {
@@ -151,17 +153,35 @@ async fn forward(
     }
 }
 
-/// Whether the client sent both `Transfer-Encoding` and `Content-Length`,
-/// which hyper has resolved by dropping the latter.
-fn smuggles(request: &Request<Incoming>, recent: &Recent) -> bool {
+/// Why a request with `Transfer-Encoding` is refused for what hyper hid:
+/// the client sent `Content-Length` too (hyper drops it), or its head was
+/// too large to tell.
+fn smuggles(request: &Request<Incoming>, recent: &Recent) -> Option<&'static str> {
+    // Taken for every request, so that the next is looked for after it.
+    let (method, uri) = (request.method(), request.uri());
+    let mut had_length = recent.take_head(format!("{method} {uri} ").as_bytes());
+    // `http://host` is shown as `http://host/`: look for it as sent too.
+    if let (None, Some(authority)) = (had_length, uri.authority()) {
+        let authority = authority.as_str();
+        let sent = uri
+            .to_string()
+            .replacen(&format!("{authority}/"), authority, 1);
+        had_length = recent.take_head(format!("{method} {sent} ").as_bytes());
+    }
     if !request
         .headers()
         .contains_key(hyper::header::TRANSFER_ENCODING)
     {
-        return false;
+        return None;
     }
-    let line = format!("{} {} ", request.method(), request.uri());
-    recent.head_has_content_length(line.as_bytes())
+    match had_length {
+        Some(false) => None,
+        Some(true) => Some(headers::BOTH_LENGTHS),
+        None => Some(
+            "the request has Transfer-Encoding and a head over 16 KiB, \
+             which cannot be checked for Content-Length",
+        ),
+    }
 }
 
 /// How one try on one backend went.
@@ -182,6 +202,12 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
     let mut request = request;
     let upload = request.body().progress();
     let mut idle = upstream.take_idle();
+    // A backend may close an idle connection (its keep-alive timeout) just
+    // as a request arrives on it, unanswered: a request without a body that
+    // may be repeated (RFC 9110, 9.2.2) is then sent again on a new one.
+    let mut again =
+        (idle.is_some() && request.body().is_end_stream() && request.method().is_idempotent())
+            .then(|| without_body(&request));
     loop {
         let from_idle = idle.is_some();
         let mut connection = match idle.take() {
@@ -212,7 +238,12 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,
                 Some(back) => return Exchange::Unsent(back, e.into_error().to_string()),
-                None => return Exchange::Failed(e.into_error().to_string()),
+                None => match again.take() {
+                    Some(copy) if from_idle && closed_unanswered(e.error()) => {
+                        request = copy;
+                    }
+                    _ => return Exchange::Failed(e.into_error().to_string()),
+                },
             },
         }
     }
@@ -237,6 +268,24 @@ async fn response_header<T>(
             Err(_) => return None,
         }
     }
+}
+
+/// Whether a connection ended, closed or reset, before a whole response.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    e.is_incomplete_message()
+        || io.is_some_and(|io| matches!(io.kind(), ConnectionReset | BrokenPipe))
+}
+
+/// A copy of a request without a body, to send again.
+fn without_body(request: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(ProxyBody::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// Why no lease could be had.

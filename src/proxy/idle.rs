@@ -10,9 +10,10 @@
 //! undone: a request head with both `Transfer-Encoding` and
 //! `Content-Length` reaches the handler with `Content-Length` already
 //! removed (RFC 9112 lets `Transfer-Encoding` win), so whether the client
-//! sent both is read from the raw head.
+//! sent both is read from the raw head. Each request's head is taken from
+//! it in turn, so that the input kept starts after the last request
+//! checked.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -38,46 +39,55 @@ pub struct Idle {
 /// How much of the last input is kept.
 const RECENT: usize = 16 * 1024;
 
-/// The last input a connection read, shared with its request handler: a
-/// ring, so that keeping a read costs its own length.
+/// The last input a connection read, shared with its request handler.
 #[derive(Clone, Default)]
-pub struct Recent(Arc<Mutex<VecDeque<u8>>>);
+pub struct Recent(Arc<Mutex<Vec<u8>>>);
 
 impl Recent {
     fn keep(&self, bytes: &[u8]) {
-        let bytes = &bytes[bytes.len().saturating_sub(RECENT)..];
         let mut recent = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let over = (recent.len() + bytes.len()).saturating_sub(RECENT);
-        recent.drain(..over);
-        recent.extend(bytes);
+        if recent.len() + bytes.len() > RECENT {
+            let keep_from = (recent.len() + bytes.len())
+                .saturating_sub(RECENT)
+                .min(recent.len());
+            recent.drain(..keep_from);
+        }
+        let start = bytes.len().saturating_sub(RECENT);
+        recent.extend_from_slice(&bytes[start..]);
     }
 
-    /// Whether the raw head of the latest request that begins with
-    /// `request_line` had a `Content-Length` line too (it is only asked of
-    /// heads with `Transfer-Encoding`).
-    pub fn head_has_content_length(&self, request_line: &[u8]) -> bool {
+    /// Takes the raw head of the request that begins with `request_line`,
+    /// the first such line in the input kept, and forgets it and all input
+    /// before it, so that the next request's head is looked for after it
+    /// (a pipelined request with the same line, or one in a body, is never
+    /// taken for this one). Called for every request, in order. Whether
+    /// that head had a `Content-Length` line; `None` when it is not in the
+    /// input kept (a head over 16 KiB).
+    pub fn take_head(&self, request_line: &[u8]) -> Option<bool> {
         let mut recent = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let recent = recent.make_contiguous();
-        let Some(start) = recent
-            .windows(request_line.len())
-            .rposition(|w| w == request_line)
-        else {
-            return false;
-        };
-        let head = &recent[start..];
-        let end = head
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(head.len());
-        head[..end]
-            .split(|&b| b == b'\n')
-            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+        let start = memchr::memmem::find(&recent, request_line)?;
+        let mut end = recent.len();
+        let mut has_length = false;
+        let mut at = start;
+        for line in recent[start..].split_inclusive(|&b| b == b'\n') {
+            at += line.len();
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            // The empty line that ends the head.
+            if text.is_empty() {
+                end = at;
+                break;
+            }
+            has_length |= text.len() >= 15 && text[..15].eq_ignore_ascii_case(b"content-length:");
+        }
+        recent.drain(..end);
+        Some(has_length)
     }
 }
 

@@ -187,6 +187,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tasks,
     });
     let (stop, stopping) = watch::channel(false);
+    // Watched before the lines below, which tell scripts they may send it.
+    let signal = shutdown_signal();
     // Tests and scripts wait for these lines.
     eprintln!("listening on {}", listener.local_addr()?);
     if let Some(admin) = &admin {
@@ -200,7 +202,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(admin, Arc::clone(&state), stopping.clone()));
     }
-    let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -278,18 +279,25 @@ pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|&stop| stop).await;
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The signals are watched from the call,
+/// not from the first poll: until then either would end the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch SIGTERM: {e}");
-            return std::future::pending().await;
+    let watched = signal(SignalKind::terminate()).and_then(|term| {
+        let int = signal(SignalKind::interrupt())?;
+        Ok((term, int))
+    });
+    async move {
+        let (mut term, mut int) = match watched {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM and SIGINT: {e}");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses some of these
 
 mod pieces;
+pub mod proxy;
 
 #[allow(unused_imports)] // used by some test files only
 pub use pieces::Pieces;
