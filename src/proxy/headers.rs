@@ -70,6 +70,14 @@ fn connection_names(headers: &HeaderMap, token: &str) -> bool {
 /// Removes the hop-by-hop headers, keeping `Upgrade` (and a `Connection:
 /// upgrade`) when the exchange is an upgrade.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages have none: one pass over their few names says so,
+    // where removing each kind would hash and probe for every one.
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
