@@ -39,22 +39,34 @@ impl<'a> Message<'a> for Stats {
     }
 
     fn reply((): (), node: &Node, out: &mut Vec<u8>) {
-        let pool = node.pool();
-        let policy = pool.policy();
-        out.raw(key!("algorithm"));
-        out.str(policy.algorithm.name());
-        out.raw(key!("tie_break"));
-        out.str(policy.tie_break.name());
-        out.raw(key!("rejected"));
-        out.u64(pool.rejected());
-        out.raw(key!("backends"));
-        write_backends(pool, out, |_, _| {});
+        out.raw(b",");
+        write_stats(node.pool(), out, |_, _| {});
     }
+}
+
+/// The pool's statistics as the members of an object, from
+/// `"algorithm":` to `"backends":[…]` (the caller writes the braces and any
+/// comma before); `extra` may add members to each backend's object, after
+/// its name. Shared by `stats_ok` and the proxy's `GET /stats`.
+pub fn write_stats<P>(
+    pool: &Pool<P>,
+    out: &mut Vec<u8>,
+    extra: impl FnMut(&Backend<P>, &mut Vec<u8>),
+) {
+    let policy = pool.policy();
+    out.raw(b"\"algorithm\":");
+    out.str(policy.algorithm.name());
+    out.raw(key!("tie_break"));
+    out.str(policy.tie_break.name());
+    out.raw(key!("rejected"));
+    out.u64(pool.rejected());
+    out.raw(key!("backends"));
+    write_backends(pool, out, extra);
 }
 
 /// Every backend's settings and statistics, in pool order, as a JSON
 /// array; `extra` may add members to each backend's object, after its name.
-pub fn write_backends<P>(
+fn write_backends<P>(
     pool: &Pool<P>,
     out: &mut Vec<u8>,
     mut extra: impl FnMut(&Backend<P>, &mut Vec<u8>),

@@ -12,7 +12,7 @@
 
 use super::body::Reply;
 use super::State;
-use crate::message::stats::write_backends;
+use crate::message::stats::write_stats;
 use crate::protocol::write::{key, WriteJson};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -71,15 +71,8 @@ async fn answer(
 fn stats(state: &State) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     state.pool.with(|pool| {
-        let policy = pool.policy();
-        out.raw(b"{\"algorithm\":");
-        out.str(policy.algorithm.name());
-        out.raw(key!("tie_break"));
-        out.str(policy.tie_break.name());
-        out.raw(key!("rejected"));
-        out.u64(pool.rejected());
-        out.raw(key!("backends"));
-        write_backends(pool, &mut out, |backend, out| {
+        out.raw(b"{");
+        write_stats(pool, &mut out, |backend, out| {
             out.raw(key!("address"));
             out.str(&backend.payload().address.to_string());
         });
