@@ -124,8 +124,14 @@ fn assert_all_passed(stdout: &str) {
     );
 }
 
+/// One test at a time: a script written by one test while another forks
+/// would be inherited open for writing by that child, and executing it
+/// would fail with "Text file busy".
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn replay_fixtures_runs_the_binary_built_under_an_absolute_cargo_target_dir() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("absolute");
     let root = &scratch.0;
     tree(root, "replay-fixtures");
@@ -143,6 +149,7 @@ fn replay_fixtures_runs_the_binary_built_under_an_absolute_cargo_target_dir() {
 
 #[test]
 fn a_relative_cargo_target_dir_is_relative_to_where_the_script_is_run() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("relative");
     let root = &scratch.0;
     tree(root, "replay-fixtures");
