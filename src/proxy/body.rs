@@ -7,7 +7,7 @@
 //! it fails, and when it is dropped unfinished because the client went
 //! away: exactly once, whichever comes first.
 
-use super::upstream::{Connection, Upstream};
+use super::upstream::Connection;
 use super::Held;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -133,7 +133,6 @@ pub struct Relay {
 struct End {
     held: Held,
     connection: Connection,
-    upstream: Arc<Upstream>,
     started: Instant,
     /// Whether the response itself counts as a success (not a 5xx, when
     /// 5xx responses count as failures).
@@ -145,7 +144,6 @@ impl Relay {
         inner: Incoming,
         held: Held,
         connection: Connection,
-        upstream: Arc<Upstream>,
         started: Instant,
         ok: bool,
     ) -> Relay {
@@ -154,7 +152,6 @@ impl Relay {
             end: Some(End {
                 held,
                 connection,
-                upstream,
                 started,
                 ok,
             }),
@@ -167,12 +164,11 @@ impl Relay {
         let Some(mut end) = self.end.take() else {
             return;
         };
-        if read_all {
-            end.upstream.give_back(end.connection);
+        if let (true, Some(upstream)) = (read_all, end.held.upstream()) {
+            upstream.give_back(end.connection);
         }
         if read_all || failed {
-            end.held
-                .record(end.ok && !failed, end.started.elapsed(), &end.upstream);
+            end.held.record(end.ok && !failed, end.started.elapsed());
         }
         // Dropping `end.held` here gives the count back.
     }

@@ -44,12 +44,16 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Reply>, Infallible> {
     let started = Instant::now();
-    let (method, target) = (request.method().clone(), request.uri().clone());
+    // Kept for the access log only, when there is one.
+    let logged = state
+        .config
+        .access_log
+        .then(|| (request.method().clone(), request.uri().clone()));
     let response = match smuggles(&request, &recent) {
         Some(why) => answer(StatusCode::BAD_REQUEST, why.to_owned()),
         None => forward(&state, client, request, started).await,
     };
-    if state.config.access_log {
+    if let Some((method, target)) = logged {
         tracing::info!(
             %client,
             %method,
@@ -105,23 +109,19 @@ async fn forward(
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let backend_side = hyper::upgrade::on(&mut response);
-                        tokio::spawn(tunnel(client_side, backend_side, held, upstream, started));
+                        tokio::spawn(tunnel(client_side, backend_side, held, started));
                         headers::remove_hop_by_hop(response.headers_mut(), true);
                         return response.map(|_| Reply::empty());
                     }
                 }
                 let ok = !(state.config.fail_on_5xx && response.status().is_server_error());
                 headers::remove_hop_by_hop(response.headers_mut(), false);
-                return response.map(|body| {
-                    Reply::Relay(Relay::new(body, held, connection, upstream, started, ok))
-                });
+                return response
+                    .map(|body| Reply::Relay(Relay::new(body, held, connection, started, ok)));
             }
             Exchange::Unsent(back, why) => {
-                held.record(false, started.elapsed(), &upstream);
-                failures.push(format!(
-                    "backend {} ({}): {why}",
-                    upstream.name, upstream.address
-                ));
+                held.record(false, started.elapsed());
+                failures.push(format!("{upstream}: {why}"));
                 tried.push(id);
                 unsent = Some(back);
                 if tried.len() > state.config.retries {
@@ -132,20 +132,17 @@ async fn forward(
                 }
             }
             Exchange::Failed(why) => {
-                held.record(false, started.elapsed(), &upstream);
-                failures.push(format!(
-                    "backend {} ({}): {why}",
-                    upstream.name, upstream.address
-                ));
+                held.record(false, started.elapsed());
+                failures.push(format!("{upstream}: {why}"));
                 return answer(StatusCode::BAD_GATEWAY, failures.join("; "));
             }
             Exchange::TimedOut => {
-                held.record(false, started.elapsed(), &upstream);
+                held.record(false, started.elapsed());
                 return answer(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "backend {} ({}) sent no response header within {:?}",
-                        upstream.name, upstream.address, state.config.response_timeout
+                        "{upstream} sent no response header within {:?}",
+                        state.config.response_timeout
                     ),
                 );
             }
@@ -430,13 +427,13 @@ async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     mut held: Held,
-    upstream: Arc<Upstream>,
     started: Instant,
 ) {
+    let name = held.upstream().map(|u| u.name.clone()).unwrap_or_default();
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
         Err(e) => {
-            tracing::debug!(backend = %upstream.name, "upgrade failed: {e}");
+            tracing::debug!(backend = %name, "upgrade failed: {e}");
             return;
         }
     };
@@ -444,9 +441,9 @@ async fn tunnel(
     let mut backend = hyper_util::rt::TokioIo::new(backend);
     let copied = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
     if let Err(e) = &copied {
-        tracing::debug!(backend = %upstream.name, "tunnel ended: {e}");
+        tracing::debug!(backend = %name, "tunnel ended: {e}");
     }
-    held.record(true, started.elapsed(), &upstream);
+    held.record(true, started.elapsed());
 }
 
 /// An answer of the proxy's own, saying what happened.

@@ -65,14 +65,18 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    /// The backend held.
+    fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.lease.as_ref().map(|lease| lease.payload())
+    }
+
     /// Records how the request went; a failure counts towards taking the
     /// backend out.
-    fn record(&mut self, ok: bool, duration: Duration, upstream: &Arc<Upstream>) {
-        if let Some(lease) = &mut self.lease {
-            lease.record(ok, duration);
-        }
+    fn record(&mut self, ok: bool, duration: Duration) {
+        let Some(lease) = &mut self.lease else { return };
+        lease.record(ok, duration);
         if !ok {
-            self.state.failed(upstream);
+            self.state.failed(lease.payload());
         }
     }
 }

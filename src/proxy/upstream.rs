@@ -54,6 +54,13 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
+impl std::fmt::Display for Upstream {
+    /// How error answers and logs name it: `backend NAME (ADDRESS)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "backend {} ({})", self.name, self.address)
+    }
+}
+
 impl Upstream {
     pub fn new(name: String, address: SocketAddr) -> Self {
         Upstream {
