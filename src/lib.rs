@@ -69,7 +69,7 @@
 //!   `proxy::body` the response body that ends the lease,
 //!   `proxy::upstream` a backend's connections and failures,
 //!   `proxy::admin` `GET /stats`, `proxy::idle` the client connection's
-//!   inactivity timeout.
+//!   inactivity timeout and the raw input kept for the framing check.
 //! - `layers`: the `settings!` macro that declares a struct of optional
 //!   settings once, for flags and files, with how one layer overrides
 //!   another (the simulator's and the proxy's).

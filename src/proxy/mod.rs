@@ -16,7 +16,8 @@
 //! - `body`: the response body that ends the lease when it ends.
 //! - `upstream`: a backend's address, idle connections and failures.
 //! - `admin`: `GET /stats` on the admin listener.
-//! - `idle`: the client connection's inactivity timeout.
+//! - `idle`: the client connection's inactivity timeout, and the raw
+//!   request heads kept to check what hyper does not show.
 //!
 //! This module itself runs the listeners, the workers, passive health
 //! (failures take a backend out for a while) and graceful shutdown.
