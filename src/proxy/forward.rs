@@ -72,9 +72,6 @@ async fn forward(
     mut request: Request<Incoming>,
     started: Instant,
 ) -> Response<Reply> {
-    if let Some(why) = headers::smuggling(request.headers()) {
-        return answer(StatusCode::BAD_REQUEST, why.to_owned());
-    }
     let upgrade = headers::wants_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     headers::for_backend(&mut request, client, upgrade);
@@ -150,9 +147,10 @@ async fn forward(
     }
 }
 
-/// Why a request with `Transfer-Encoding` is refused for what hyper hid:
-/// the client sent `Content-Length` too (hyper drops it), or its head was
-/// too large to tell.
+/// Why a request's framing is refused with 400, if it is: what its headers
+/// show (see [`headers::smuggling`]), and, for one with
+/// `Transfer-Encoding`, what hyper hid: the client sent `Content-Length`
+/// too (hyper drops it), or its head was too large to tell.
 fn smuggles(request: &Request<Incoming>, recent: &Recent) -> Option<&'static str> {
     // Taken for every request, so that the next is looked for after it.
     let (method, uri) = (request.method(), request.uri());
@@ -164,6 +162,9 @@ fn smuggles(request: &Request<Incoming>, recent: &Recent) -> Option<&'static str
             .to_string()
             .replacen(&format!("{authority}/"), authority, 1);
         had_length = recent.take_head(format!("{method} {sent} ").as_bytes());
+    }
+    if let Some(why) = headers::smuggling(request.headers()) {
+        return Some(why);
     }
     if !request
         .headers()
