@@ -147,10 +147,9 @@ async fn forward(
     }
 }
 
-/// Why a request's framing is refused with 400, if it is: what its headers
-/// show (see [`headers::smuggling`]), and, for one with
-/// `Transfer-Encoding`, what hyper hid: the client sent `Content-Length`
-/// too (hyper drops it), or its head was too large to tell.
+/// Why a request with `Transfer-Encoding` is refused with 400, for what
+/// hyper hid: the client sent `Content-Length` too (hyper drops it), or its
+/// head was too large to tell.
 fn smuggles(request: &Request<Incoming>, recent: &Recent) -> Option<&'static str> {
     // Taken for every request, so that the next is looked for after it.
     let (method, uri) = (request.method(), request.uri());
@@ -162,9 +161,6 @@ fn smuggles(request: &Request<Incoming>, recent: &Recent) -> Option<&'static str
             .to_string()
             .replacen(&format!("{authority}/"), authority, 1);
         had_length = recent.take_head(format!("{method} {sent} ").as_bytes());
-    }
-    if let Some(why) = headers::smuggling(request.headers()) {
-        return Some(why);
     }
     if !request
         .headers()

@@ -11,7 +11,7 @@
 //!   queue when every eligible backend is at its limit), retries on
 //!   another backend, timeouts, the relayed response or the error answer,
 //!   tunnels.
-//! - `headers`: smuggling shapes refused, hop-by-hop headers removed,
+//! - `headers`: hop-by-hop headers removed,
 //!   `X-Forwarded-For`, `X-Forwarded-Proto` and `Via` added.
 //! - `body`: the response body that ends the lease when it ends.
 //! - `upstream`: a backend's address, idle connections and failures.
