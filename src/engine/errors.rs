@@ -73,17 +73,18 @@ impl fmt::Display for EngineError {
         match self {
             EngineError::EmptyName => f.write_str("backend names must not be empty"),
             EngineError::DuplicateBackend(name) => {
-                write!(f, "backend {name:?} is listed more than once")
+                write!(f, "backend {} is listed more than once", short_name(name))
             }
             EngineError::AlreadyInPool(name) => {
-                write!(f, "backend {name:?} is already in the pool")
+                write!(f, "backend {} is already in the pool", short_name(name))
             }
             EngineError::UnknownBackend(name) => {
-                write!(f, "backend {name:?} is not in the pool")
+                write!(f, "backend {} is not in the pool", short_name(name))
             }
             EngineError::NoActiveConnection(name) => write!(
                 f,
-                "backend {name:?} has no active connections, so there is nothing to complete"
+                "backend {} has no active connections, so there is nothing to complete",
+                short_name(name)
             ),
             EngineError::NoPosition(index) => {
                 write!(f, "no backend is at pool position {index}")
@@ -93,3 +94,15 @@ impl fmt::Display for EngineError {
 }
 
 impl std::error::Error for EngineError {}
+
+/// How many characters of a long name an error text quotes.
+const SHOWN: usize = 40;
+
+/// A backend name in an error text: in quotes, cut short (with its length)
+/// if it is long, so that a megabyte of name is not repeated back.
+pub fn short_name(name: &str) -> String {
+    match name.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{:?}… ({} bytes)", &name[..end], name.len()),
+        None => format!("{name:?}"),
+    }
+}

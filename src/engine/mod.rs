@@ -31,7 +31,7 @@ mod tree;
 
 use indexmap::IndexMap;
 
-pub use errors::{EngineError, NoBackend};
+pub use errors::{short_name, EngineError, NoBackend};
 pub use select::{Algorithm, Candidate, Explanation, Ineligible, Score, Tie, TieBreak};
 pub use shared::{Lease, SharedPool};
 

@@ -7,7 +7,7 @@
 
 use crate::engine::EngineError;
 use crate::node::Node;
-use crate::protocol::fields::{self, short_name, Fields, Repr};
+use crate::protocol::fields::{self, Fields, Repr};
 use crate::protocol::write::{key, WriteJson};
 use crate::protocol::{Addresses, ErrorCode, MsgId, ProtocolError};
 
@@ -185,32 +185,16 @@ fn head(node: &Node, to: &Addresses<'_>, msg_id: Option<MsgId>, kind: &str, out:
     }
 }
 
-/// The protocol error for an operation the engine refused.
+/// The protocol error for an operation the engine refused: its code, and
+/// the engine's own words.
 pub fn refusal(e: EngineError) -> ProtocolError {
-    let (code, text) = match &e {
-        EngineError::EmptyName => (ErrorCode::MalformedRequest, e.to_string()),
-        EngineError::DuplicateBackend(name) => (
-            ErrorCode::MalformedRequest,
-            format!("backend {} is listed more than once", short_name(name)),
-        ),
-        EngineError::AlreadyInPool(name) => (
-            ErrorCode::KeyAlreadyExists,
-            format!("backend {} is already in the pool", short_name(name)),
-        ),
-        EngineError::UnknownBackend(name) => (
-            ErrorCode::KeyDoesNotExist,
-            format!("backend {} is not in the pool", short_name(name)),
-        ),
-        EngineError::NoPosition(_) => (ErrorCode::KeyDoesNotExist, e.to_string()),
-        EngineError::NoActiveConnection(name) => (
-            ErrorCode::PreconditionFailed,
-            format!(
-                "backend {} has no active connections, so there is nothing to complete",
-                short_name(name)
-            ),
-        ),
+    let code = match e {
+        EngineError::EmptyName | EngineError::DuplicateBackend(_) => ErrorCode::MalformedRequest,
+        EngineError::AlreadyInPool(_) => ErrorCode::KeyAlreadyExists,
+        EngineError::UnknownBackend(_) | EngineError::NoPosition(_) => ErrorCode::KeyDoesNotExist,
+        EngineError::NoActiveConnection(_) => ErrorCode::PreconditionFailed,
     };
-    ProtocolError::new(code, text)
+    ProtocolError::new(code, e.to_string())
 }
 
 /// The `backend` a message about one backend names.

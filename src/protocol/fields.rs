@@ -16,6 +16,7 @@
 //! one-pass read declines it.
 
 use super::{ErrorCode, MsgId, ProtocolError};
+pub use crate::engine::short_name;
 use crate::engine::{MAX_COUNT, MAX_DURATION_MS};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -538,14 +539,6 @@ pub fn quoted(text: &str) -> String {
     match text.char_indices().nth(SHOWN) {
         Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
         None => text.to_owned(),
-    }
-}
-
-/// A backend name in an error text: in quotes, cut short if it is long.
-pub fn short_name(name: &str) -> String {
-    match name.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{:?}… ({} bytes)", &name[..end], name.len()),
-        None => format!("{name:?}"),
     }
 }
 
