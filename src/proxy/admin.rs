@@ -75,6 +75,7 @@ fn stats(state: &State) -> Vec<u8> {
         write_stats(pool, &mut out, |backend, out| {
             out.raw(key!("address"));
             out.str(&backend.payload().address.to_string());
+            backend.payload().control.write_stats(out);
         });
         out.raw(b"}\n");
     });

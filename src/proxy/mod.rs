@@ -15,24 +15,30 @@
 //!   `X-Forwarded-For`, `X-Forwarded-Proto` and `Via` added.
 //! - `body`: the response body that ends the lease when it ends.
 //! - `upstream`: a backend's address, idle connections and failures.
+//! - `control`: why a backend is out of the pool (its checks, passive
+//!   failures, an operator), and the one place that takes it out and
+//!   brings it back.
+//! - `health`: active health checks, a task per checked backend.
 //! - `admin`: `GET /stats` on the admin listener.
 //! - `idle`: the client connection's inactivity timeout, and the raw
 //!   request heads kept to check what hyper does not show.
 //!
-//! This module itself runs the listeners, the workers, passive health
-//! (failures take a backend out for a while) and graceful shutdown.
+//! This module itself runs the listeners, the workers and graceful
+//! shutdown.
 
 mod admin;
 mod body;
 pub mod config;
+mod control;
 mod forward;
 mod headers;
+mod health;
 mod idle;
 mod upstream;
 
 pub use config::{Config, Settings};
 
-use crate::engine::{BackendChange, BackendSpec, Lease, Policy, Pool, SharedPool};
+use crate::engine::{BackendSpec, Lease, Policy, Pool, SharedPool};
 use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -52,6 +58,8 @@ pub(crate) struct State {
     released: Notify,
     /// Requests waiting in the queue now.
     queued: AtomicUsize,
+    /// Becomes true when the proxy stops.
+    stopping: watch::Receiver<bool>,
     /// Never sent on: shutdown waits for the state, and so this sender, to
     /// be dropped by every connection, tunnel and body holding it.
     #[allow(dead_code)]
@@ -86,45 +94,6 @@ impl Drop for Held {
     fn drop(&mut self) {
         drop(self.lease.take());
         self.state.released.notify_one();
-    }
-}
-
-impl State {
-    /// A failure on `upstream`: after `max_fails` within `fail_timeout`, it
-    /// is taken out for `fail_timeout`, as NGINX's `max_fails` does.
-    fn failed(&self, upstream: &Arc<Upstream>) {
-        let max = self.config.max_fails as usize;
-        let window = self.config.fail_timeout;
-        if max == 0 || upstream.note_failure(window) < max {
-            return;
-        }
-        let taken_out = self.pool.with(|pool| {
-            let healthy = pool.get(&upstream.name).is_some_and(|b| b.healthy());
-            healthy && pool.change(&upstream.name, down(true)).is_ok()
-        });
-        if !taken_out {
-            return;
-        }
-        tracing::warn!(
-            backend = %upstream.name,
-            "taken out for {window:?} after {max} failure(s) within {window:?}"
-        );
-        let pool = self.pool.clone();
-        let upstream = Arc::clone(upstream);
-        tokio::spawn(async move {
-            tokio::time::sleep(window).await;
-            upstream.forget_failures();
-            let _ = pool.with(|p| p.change(&upstream.name, down(false)));
-            tracing::info!(backend = %upstream.name, "back in the pool");
-        });
-    }
-}
-
-/// A change that takes a backend out (`true`) or brings it back.
-fn down(out: bool) -> BackendChange {
-    BackendChange {
-        healthy: Some(!out),
-        ..BackendChange::default()
     }
 }
 
@@ -174,24 +143,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tie_break: config.tie_break,
         seed: config.seed,
     };
-    let backends = config.backends.iter().map(|b| {
+    let upstreams: Vec<Arc<Upstream>> = config
+        .backends
+        .iter()
+        .map(|b| Arc::new(Upstream::new(b.name.clone(), b.address)))
+        .collect();
+    let backends = config.backends.iter().zip(&upstreams).map(|(b, upstream)| {
         let spec = BackendSpec {
             name: &b.name,
             weight: b.weight,
             max_connections: b.max_connections,
         };
-        (spec, Arc::new(Upstream::new(b.name.clone(), b.address)))
+        (spec, Arc::clone(upstream))
     });
     let pool = SharedPool::new(Pool::with_payloads(backends, policy)?);
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
+    let (stop, stopping) = watch::channel(false);
     let state = Arc::new(State {
         pool,
         config,
         released: Notify::new(),
         queued: AtomicUsize::new(0),
+        stopping: stopping.clone(),
         tasks,
     });
-    let (stop, stopping) = watch::channel(false);
     // Watched before the lines below, which tell scripts they may send it.
     let signal = shutdown_signal();
     // Tests and scripts wait for these lines.
@@ -206,6 +181,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(admin, Arc::clone(&state), stopping.clone()));
+    }
+    for (backend, upstream) in state.config.backends.iter().zip(&upstreams) {
+        if let Some(check) = &backend.health {
+            health::start(&state, upstream, check.clone());
+        }
     }
     tokio::pin!(signal);
     loop {

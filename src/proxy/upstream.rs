@@ -1,5 +1,6 @@
 //! A backend as the proxy reaches it: its address, a small pool of idle
-//! keep-alive connections, and its recent failures.
+//! keep-alive connections, its recent failures, and why it is out of the
+//! pool, if it is (`control`).
 //!
 //! Connections are hyper's connection-level HTTP/1 client, one request at a
 //! time each: a request takes an idle connection or opens one (never both
@@ -9,6 +10,7 @@
 //! dropped.
 
 use super::body::ProxyBody;
+use super::control::Control;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
@@ -31,6 +33,8 @@ pub struct Upstream {
     idle: Mutex<Vec<Connection>>,
     /// When the failures still inside the window happened, oldest first.
     failures: Mutex<VecDeque<Instant>>,
+    /// Why it is out of the pool, and what its checks have seen.
+    pub control: Control,
 }
 
 /// Why no connection to a backend could be had.
@@ -68,6 +72,7 @@ impl Upstream {
             address,
             idle: Mutex::new(Vec::new()),
             failures: Mutex::new(VecDeque::new()),
+            control: Control::default(),
         }
     }
 
@@ -132,6 +137,12 @@ impl Upstream {
     /// Forgets past failures (the backend is back).
     pub fn forget_failures(&self) {
         lock(&self.failures).clear();
+    }
+
+    /// How many failures are remembered.
+    #[cfg(test)]
+    pub fn recent_failures(&self) -> usize {
+        lock(&self.failures).len()
     }
 }
 
