@@ -192,9 +192,15 @@ impl BackendSpec {
             ..BackendSpec::default()
         };
         for option in parts {
-            let (key, value) = option
-                .split_once('=')
-                .ok_or_else(|| format!("{text:?}: {option:?} is not KEY=VALUE"))?;
+            let Some((key, value)) = option.split_once('=') else {
+                let status = if text.contains("health-status=") {
+                    "; here health-status is one code or range (commas part the options): \
+                     give a list in the file or as --health-status"
+                } else {
+                    ""
+                };
+                return Err(format!("{text:?}: {option:?} is not KEY=VALUE{status}"));
+            };
             let (key, value) = (key.trim(), value.trim());
             let number = || -> Result<u64, String> {
                 value
@@ -266,11 +272,17 @@ impl Default for StatusSet {
 impl StatusSet {
     /// Parses `200-299,301`: codes and inclusive ranges, by commas.
     pub fn parse(text: &str) -> Result<StatusSet, String> {
+        // The whole text is named only when the part is not all of it.
+        let within = if text.contains(',') {
+            format!("{text:?}: ")
+        } else {
+            String::new()
+        };
         let code = |part: &str| -> Result<u16, String> {
             match part.trim().parse::<u16>() {
                 Ok(code @ 100..=599) => Ok(code),
                 _ => Err(format!(
-                    "{text:?}: {:?} is not a status: give codes from 100 to 599, \
+                    "{within}{:?} is not a status: give codes from 100 to 599, \
                      or ranges as 200-299, separated by commas",
                     part.trim()
                 )),
@@ -284,7 +296,7 @@ impl StatusSet {
             };
             if low > high {
                 return Err(format!(
-                    "{text:?}: the range {low}-{high} runs backwards; write {high}-{low}"
+                    "{within}the range {low}-{high} runs backwards; write {high}-{low}"
                 ));
             }
             ranges.push((low, high));
@@ -1029,15 +1041,13 @@ mod health_tests {
         assert_eq!(StatusSet::default().to_string(), "200-399");
         assert_eq!(
             StatusSet::parse("600"),
-            Err(
-                "\"600\": \"600\" is not a status: give codes from 100 to 599, \
+            Err("\"600\" is not a status: give codes from 100 to 599, \
                  or ranges as 200-299, separated by commas"
-                    .into()
-            )
+                .into())
         );
         assert_eq!(
-            StatusSet::parse("300-200"),
-            Err("\"300-200\": the range 300-200 runs backwards; write 200-300".into())
+            StatusSet::parse("200,300-200"),
+            Err("\"200,300-200\": the range 300-200 runs backwards; write 200-300".into())
         );
         for bad in ["", "99", "2xx", "200-", "200,,204", "200-300-400"] {
             assert!(StatusSet::parse(bad).is_err(), "{bad}");
@@ -1063,5 +1073,17 @@ mod example {
         assert_eq!(weights, [4, 2, 1]);
         assert_eq!(config.max_fails, 3);
         assert_eq!(config.queue_timeout, Duration::from_secs(5));
+        // HAProxy's `check inter 3s fall 3 rise 2`, on every server.
+        let article = HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(3),
+            timeout: Duration::from_secs(1),
+            statuses: StatusSet(vec![(200, 200)]),
+            rise: 2,
+            fall: 3,
+        };
+        for backend in &config.backends {
+            assert_eq!(backend.health.as_ref(), Some(&article), "{}", backend.name);
+        }
     }
 }

@@ -167,6 +167,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stopping: stopping.clone(),
         tasks,
     });
+    // Before the lines below: /stats shows the checks from the start.
+    for (backend, upstream) in state.config.backends.iter().zip(&upstreams) {
+        if let Some(check) = &backend.health {
+            health::start(&state, upstream, check.clone());
+        }
+    }
     // Watched before the lines below, which tell scripts they may send it.
     let signal = shutdown_signal();
     // Tests and scripts wait for these lines.
@@ -181,11 +187,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(admin, Arc::clone(&state), stopping.clone()));
-    }
-    for (backend, upstream) in state.config.backends.iter().zip(&upstreams) {
-        if let Some(check) = &backend.health {
-            health::start(&state, upstream, check.clone());
-        }
     }
     tokio::pin!(signal);
     loop {
