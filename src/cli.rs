@@ -125,10 +125,12 @@ Each request is counted on its backend from the moment it is chosen until
 its response has been relayed (a WebSocket, for its whole life), so the
 counts are requests in flight. A connection that fails before anything was
 sent is retried on another backend; a backend that fails --max-fails times
-within --fail-timeout is taken out for --fail-timeout; when every eligible
-backend is at its limit, requests wait in a bounded queue. Every setting
-may also come from a TOML file (--config; keys as the flags, backends as
-[[backend]] tables with name, address, weight, max); flags override it.
+within --fail-timeout is taken out for --fail-timeout, and with
+--health-check one that fails --health-fall checks in a row until it
+passes --health-rise; when every eligible backend is at its limit,
+requests wait in a bounded queue. Every setting may also come from a TOML
+file (--config; keys as the flags, backends as [[backend]] tables with
+name, address, weight, max and health-* keys); flags override it.
 It prints `listening on HOST:PORT` once it accepts connections, and stops
 on SIGTERM or SIGINT, letting requests in flight finish within --grace.
 See README.md, \"The proxy\"."

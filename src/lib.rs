@@ -68,6 +68,9 @@
 //!   tunnels), `proxy::headers` what a proxy does to headers,
 //!   `proxy::body` the response body that ends the lease,
 //!   `proxy::upstream` a backend's connections and failures,
+//!   `proxy::control` why a backend is out of the pool (its checks,
+//!   passive failures, an operator) and the one place that takes it out
+//!   and brings it back, `proxy::health` the active health checks,
 //!   `proxy::admin` `GET /stats`, `proxy::idle` the client connection's
 //!   inactivity timeout and the raw input kept for the framing check.
 //! - `layers`: the `settings!` macro that declares a struct of optional

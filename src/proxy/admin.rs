@@ -1,14 +1,23 @@
 //! The admin listener: `GET /stats`, the pool as JSON, with the fields of
-//! the node's `stats_ok` and each backend's address:
+//! the node's `stats_ok` and each backend's address, why it is out of the
+//! pool (`down`) and, when it is checked, its checks (`check`):
 //!
 //! ```json
 //! {"algorithm":"least-connections","tie_break":"round-robin","rejected":0,
-//!  "backends":[{"name":"api-1","address":"127.0.0.1:9001","active":2,"weight":1,"healthy":true,
+//!  "backends":[{"name":"api-1","address":"127.0.0.1:9001",
+//!               "down":["health check: 3 consecutive failures, last: GET /health answered 500"],
+//!               "check":{"passes":0,"failures":4,"last":"GET /health answered 500"},
+//!               "active":2,"weight":1,"healthy":false,
 //!               "max_connections":null,"requests":120,"completed":118,"failed":1,"mean_duration_ms":3.2}]}
 //! ```
 //!
 //! `failed` counts failures (connection errors, timeouts, 5xx when they
-//! count); `healthy` is false while a backend is taken out.
+//! count); `healthy` is false while a backend is out, and `down` then says
+//! why, one text per reason (failed checks, passive failures, an operator),
+//! each as it was when the reason came; it is empty while the backend is
+//! in. `check` (only for a checked backend) holds the checks passed and
+//! failed in a row, one of them 0, and what the last check got (`null`
+//! before the first).
 
 use super::body::Reply;
 use super::State;

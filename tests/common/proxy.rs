@@ -63,9 +63,53 @@ impl Gate {
     }
 }
 
+/// What a backend's health path answers, switched by the test: a status,
+/// or [`Health::HANG`] for never; answers queued with
+/// [`Health::then_back`] come first.
+#[derive(Clone)]
+pub struct Health(Arc<Mutex<(u16, std::collections::VecDeque<u16>)>>);
+
+impl Health {
+    /// Never answers.
+    pub const HANG: u16 = 0;
+
+    pub fn new(status: u16) -> Health {
+        Health(Arc::new(Mutex::new((status, Default::default()))))
+    }
+
+    /// Answers `status` from now on.
+    pub fn set(&self, status: u16) {
+        let mut health = self.0.lock().unwrap();
+        health.0 = status;
+        health.1.clear();
+    }
+
+    /// Answers `status` to the next `n` checks, then as before.
+    pub fn then_back(&self, n: usize, status: u16) {
+        self.0
+            .lock()
+            .unwrap()
+            .1
+            .extend(std::iter::repeat_n(status, n));
+    }
+
+    fn next(&self) -> u16 {
+        let mut health = self.0.lock().unwrap();
+        let now = health.0;
+        health.1.pop_front().unwrap_or(now)
+    }
+}
+
 /// What a test backend does with each request.
 #[derive(Clone)]
 pub enum Behaviour {
+    /// Requests for `path` answered as `health` says, with an empty body;
+    /// every other request as `otherwise`.
+    Checked {
+        path: &'static str,
+        health: Health,
+        otherwise: Box<Behaviour>,
+    },
     /// 200 at once; the body is the backend's name.
     Fast,
     /// 200 with its name after this delay.
@@ -131,6 +175,17 @@ impl Drop for Backend {
     }
 }
 
+impl Behaviour {
+    /// `GET path` answered as `health` says, the rest as `otherwise`.
+    pub fn checked(path: &'static str, health: &Health, otherwise: Behaviour) -> Behaviour {
+        Behaviour::Checked {
+            path,
+            health: health.clone(),
+            otherwise: Box::new(otherwise),
+        }
+    }
+}
+
 type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
 impl Backend {
@@ -139,37 +194,31 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("local address");
         let seen = Arc::new(Seen::default());
-        let name_: Arc<str> = name.into();
-        let seen_ = Arc::clone(&seen);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (name, seen, behaviour) =
-                    (Arc::clone(&name_), Arc::clone(&seen_), behaviour.clone());
-                let service = service_fn(move |request| {
-                    answer(
-                        Arc::clone(&name),
-                        behaviour.clone(),
-                        Arc::clone(&seen),
-                        request,
-                    )
-                });
-                tokio::spawn(async move {
-                    let _ = server::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        });
+        let accepting = accept(name, listener, behaviour, Arc::clone(&seen));
         Backend {
             name: name.to_owned(),
             address,
             seen,
             accepting: Some(accepting),
         }
+    }
+
+    /// Stops accepting connections (those open stay served): new ones are
+    /// refused.
+    pub async fn stop_listening(&mut self) {
+        if let Some(task) = self.accepting.take() {
+            task.abort();
+            // Once it has ended, the listener is closed.
+            let _ = task.await;
+        }
+    }
+
+    /// Accepts connections again, at the same address, doing `behaviour`.
+    pub async fn listen_again(&mut self, behaviour: Behaviour) {
+        self.stop_listening().await;
+        let listener = TcpListener::bind(self.address).await.expect("bind again");
+        let seen = Arc::clone(&self.seen);
+        self.accepting = Some(accept(&self.name, listener, behaviour, seen));
     }
 
     /// A backend whose connections are refused: a port bound, then freed,
@@ -263,10 +312,48 @@ impl Backend {
         self.seen.received.lock().unwrap().len()
     }
 
+    /// How many requests for `path` arrived.
+    pub fn arrivals(&self, path: &str) -> usize {
+        let received = self.seen.received.lock().unwrap();
+        received.iter().filter(|r| r.uri == path).count()
+    }
+
     /// How many requests were answered (the response head given to hyper).
     pub fn answered(&self) -> usize {
         self.seen.answered.load(Ordering::SeqCst)
     }
+}
+
+/// Serves every connection `listener` accepts, doing `behaviour`.
+fn accept(
+    name: &str,
+    listener: TcpListener,
+    behaviour: Behaviour,
+    seen: Arc<Seen>,
+) -> JoinHandle<()> {
+    let name: Arc<str> = name.into();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (name, seen, behaviour) = (Arc::clone(&name), Arc::clone(&seen), behaviour.clone());
+            let service = service_fn(move |request| {
+                answer(
+                    Arc::clone(&name),
+                    behaviour.clone(),
+                    Arc::clone(&seen),
+                    request,
+                )
+            });
+            tokio::spawn(async move {
+                let _ = server::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    })
 }
 
 async fn answer(
@@ -280,8 +367,29 @@ async fn answer(
         uri: request.uri().to_string(),
         headers: request.headers().clone(),
     });
+    // Checked paths first: answered here; the rest passed on.
+    let mut behaviour = behaviour;
+    while let Behaviour::Checked {
+        path,
+        health,
+        otherwise,
+    } = behaviour
+    {
+        if request.uri().path() == path {
+            let status = health.next();
+            if status == Health::HANG {
+                std::future::pending::<()>().await;
+            }
+            let mut response = Response::new(full(Vec::new()));
+            *response.status_mut() = StatusCode::from_u16(status).expect("a status");
+            seen.answered.fetch_add(1, Ordering::SeqCst);
+            return Ok(response);
+        }
+        behaviour = *otherwise;
+    }
     let named = || full(name.as_bytes().to_vec());
     let response = match behaviour {
+        Behaviour::Checked { .. } => unreachable!("answered or passed on above"),
         Behaviour::Fast => Response::new(named()),
         Behaviour::Slow(delay) => {
             tokio::time::sleep(delay).await;
@@ -548,6 +656,22 @@ impl Stats {
 
     pub fn healthy(&self, name: &str) -> bool {
         self.backend(name)["healthy"].as_bool().expect("healthy")
+    }
+
+    /// Why the named backend is out of the pool; empty when it is in.
+    pub fn down(&self, name: &str) -> Vec<String> {
+        let down = self.backend(name)["down"].as_array();
+        let down = down.unwrap_or_else(|| panic!("{name}.down in {}", self.0));
+        down.iter()
+            .map(|reason| reason.as_str().expect("a text").to_owned())
+            .collect()
+    }
+
+    /// A whole-number field of the named backend's checks.
+    pub fn check(&self, name: &str, field: &str) -> u64 {
+        self.backend(name)["check"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}.check.{field} in {}", self.0))
     }
 
     /// A whole-number field summed over every backend.
