@@ -42,7 +42,7 @@ async fn checked(name: &str, health: &Health) -> Backend {
 
 /// Reads the proxy's log until a line containing every one of `parts`
 /// comes (within [`WAIT`]); that line. Lines read go to `seen`.
-fn logged(proxy: &Proxy, seen: &mut Vec<String>, parts: &[&str]) -> String {
+async fn logged(proxy: &Proxy, seen: &mut Vec<String>, parts: &[&str]) -> String {
     let deadline = Instant::now() + WAIT;
     let mut at = 0;
     loop {
@@ -58,7 +58,7 @@ fn logged(proxy: &Proxy, seen: &mut Vec<String>, parts: &[&str]) -> String {
             Instant::now() < deadline,
             "no log line with {parts:?} within {WAIT:?}; the log: {seen:#?}"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -128,7 +128,7 @@ async fn a_backend_goes_out_after_exactly_fall_failed_checks_and_back_after_rise
     assert_eq!(stats.down("c"), [why]);
     assert!(stats.check("c", "failures") >= 3, "{}", stats.0);
     assert_eq!(stats.check("c", "passes"), 0, "{}", stats.0);
-    let line = logged(&proxy, &mut log, &["out of the pool: ", why]);
+    let line = logged(&proxy, &mut log, &["out of the pool: ", why]).await;
     assert!(
         line.contains("WARN") && line.contains("backend=c"),
         "{line}"
@@ -145,7 +145,7 @@ async fn a_backend_goes_out_after_exactly_fall_failed_checks_and_back_after_rise
     assert!(stats.down("c").is_empty(), "{}", stats.0);
     let back = "back in the pool: health check: 2 consecutive passes, \
                 last: GET /health answered 200";
-    let line = logged(&proxy, &mut log, &[back]);
+    let line = logged(&proxy, &mut log, &[back]).await;
     assert!(
         line.contains("INFO") && line.contains("backend=c"),
         "{line}"
@@ -297,6 +297,8 @@ async fn a_backend_out_for_two_reasons_lists_both_and_is_back_only_when_both_cle
         .stats_when("both reasons", |s| s.down("x").len() == 2)
         .await;
     assert_eq!(stats.down("x"), [check, passive]);
+    let also = format!("out for another reason too: {check}");
+    logged(&proxy, &mut log, &["backend=x", &also]).await;
     let stats = proxy
         .stats_when("the passive reason over", |s| s.down("x").len() == 1)
         .await;
@@ -313,7 +315,8 @@ async fn a_backend_out_for_two_reasons_lists_both_and_is_back_only_when_both_cle
             "backend=x",
             "back in the pool: health check: 2 consecutive passes",
         ],
-    );
+    )
+    .await;
 
     // The other way round: its checks pass again first, and it stays out
     // until the failure's time runs out.
@@ -332,13 +335,21 @@ async fn a_backend_out_for_two_reasons_lists_both_and_is_back_only_when_both_cle
         .await;
     assert_eq!(stats.down("x"), [passive]);
     assert!(!stats.healthy("x"), "{}", stats.0);
+    let still = format!("; still out: {passive}");
+    logged(
+        &proxy,
+        &mut log,
+        &["backend=x", "health check: 2 consecutive passes", &still],
+    )
+    .await;
     let stats = proxy.stats_when("x back", |s| s.healthy("x")).await;
     assert!(stats.down("x").is_empty(), "{}", stats.0);
     logged(
         &proxy,
         &mut log,
         &["backend=x", "back in the pool: passive: 1s out, over"],
-    );
+    )
+    .await;
     // Out twice, back twice, each logged once.
     let outs: Vec<_> = log
         .iter()
@@ -474,7 +485,7 @@ async fn checks_in_progress_never_hold_up_a_stop() {
     // The grace period is 30 s: the stop waits for nothing.
     assert_eq!(proxy.exit(WAIT).await, Some(0));
     let mut log = Vec::new();
-    logged(&proxy, &mut log, &["all requests finished"]);
+    logged(&proxy, &mut log, &["all requests finished"]).await;
 }
 
 // 8. The settings' errors, as the binary gives them.

@@ -361,11 +361,13 @@ impl State {
             }
             (Some(Moved::Back), Some(why)) => self.became_eligible(upstream, &why),
             (Some(Moved::Stayed), Some(why)) => {
-                let now = match upstream.control.reasons().join("; ") {
-                    none if none.is_empty() => "in the pool".to_owned(),
-                    reasons => format!("still out: {reasons}"),
-                };
-                tracing::info!(backend = %name, "{why}; {now}");
+                let reasons = upstream.control.reasons();
+                if reasons.contains(&why) {
+                    tracing::info!(backend = %name, "out for another reason too: {why}");
+                } else {
+                    let reasons = reasons.join("; ");
+                    tracing::info!(backend = %name, "{why}; still out: {reasons}");
+                }
             }
             _ => {}
         }
