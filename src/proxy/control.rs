@@ -235,9 +235,9 @@ impl State {
         })
     }
 
-    /// Called whenever `upstream` becomes eligible for new requests again,
-    /// `why` being the reason that went last. The place where a backend
-    /// coming back is eased in (slow start) belongs.
+    /// Called whenever `upstream` becomes eligible for new requests again
+    /// (outside the pool's lock), `why` saying what cleared last: where a
+    /// returning backend is to be eased in (slow start). Only logs for now.
     pub(crate) fn became_eligible(&self, upstream: &Upstream, why: &str) {
         tracing::info!(backend = %upstream.name, "back in the pool: {why}");
     }
