@@ -63,7 +63,8 @@
 //!     [`sim::transcript`] the node's input, [`sim::output`] a command's
 //!     run: its files, progress bar and printed results.
 //! - [`proxy`]: `leastconn proxy`, an HTTP/1.1 reverse proxy on tokio and
-//!   hyper over a shared engine pool: [`proxy::config`] its settings,
+//!   hyper over a shared engine pool: [`proxy::config`] its settings
+//!   (`proxy::config::health` those of the health checks),
 //!   `proxy::forward` one request (lease, queue, retries, timeouts,
 //!   tunnels), `proxy::headers` what a proxy does to headers,
 //!   `proxy::body` the response body that ends the lease,
