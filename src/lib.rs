@@ -49,8 +49,9 @@
 //!   - `engine::errors`: why the engine refused (no backend, a bad
 //!     operation).
 //!   - [`engine::shared`]: a pool shared by concurrent tasks behind one
-//!     short lock, and the lease that holds one request's count until the
-//!     request ends, whichever way.
+//!     short lock, the lease that holds one request's count until the
+//!     request ends, whichever way, and the journal told of every change
+//!     in engine order.
 //! - [`sim`]: `leastconn simulate`, a discrete-event simulation that drives
 //!   the same engine with simulated clients and backends, and reports
 //!   latency, shares and spread per algorithm (table, JSON, SVG charts,

@@ -7,7 +7,7 @@
 //! cannot be answered at all). Every request is checked completely before
 //! anything changes, so a refused request leaves the state as it was.
 
-use crate::engine::{Algorithm, Pick, Pool};
+use crate::engine::{Algorithm, BackendId, Pick, Pool};
 use crate::message::{self, refusal};
 use crate::names::named_enum;
 use crate::protocol::write::WriteJson;
@@ -109,11 +109,18 @@ impl Node {
             .map_err(refusal)
     }
 
-    /// Picks a backend, noting the change.
-    pub(crate) fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
-        let pick = self.pool.pick(algorithm, explain);
-        if let Ok(index) = pick.chosen {
-            self.changed.push(index);
+    /// Picks a backend other than the `excluded`, noting the change; a
+    /// refusal counts as rejected.
+    pub(crate) fn pick(
+        &mut self,
+        algorithm: Option<Algorithm>,
+        excluded: &[BackendId],
+        explain: bool,
+    ) -> Pick {
+        let pick = self.pool.pick_with(algorithm, excluded, explain);
+        match pick.chosen {
+            Ok(index) => self.changed.push(index),
+            Err(_) => self.pool.reject(),
         }
         pick
     }
@@ -272,6 +279,41 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"src\":\"lb\",\"dest\":\"c\",\"body\":{\"type\":\"http_response\",\"in_reply_to\":4,\"status\":200,\"backend\":\"a\",\"active_connections\":{\"z\":2,\"a\":1}}}\n"
+        );
+    }
+
+    #[test]
+    fn a_ramp_is_listed_only_while_below_100() {
+        let replies = run(&[
+            &msg(r#"{"type":"init","msg_id":1,"backends":["a","b"]}"#),
+            &msg(r#"{"type":"set_backend","msg_id":2,"backend":"b","ramp":40}"#),
+            &msg(r#"{"type":"http_request","msg_id":3,"explain":true}"#),
+            &msg(r#"{"type":"stats","msg_id":4}"#),
+            &msg(r#"{"type":"set_backend","msg_id":5,"backend":"b","ramp":100}"#),
+            &msg(r#"{"type":"http_request","msg_id":6,"explain":true}"#),
+            &msg(r#"{"type":"stats","msg_id":7}"#),
+        ]);
+        let stats_b = |reply: &Value| reply["backends"][1].clone();
+        let candidate_b = |reply: &Value| reply["explain"]["candidates"][1].clone();
+        // b at 40%: its load is 0 ÷ 0.4, tied with a's 0; a goes first.
+        assert_eq!(replies[2]["backend"], "a");
+        assert_eq!(
+            candidate_b(&replies[2]),
+            serde_json::json!({"backend":"b","active":0,"weight":1,"ramp":40,"eligible":true,"score":0.0})
+        );
+        assert_eq!(
+            stats_b(&replies[3]),
+            serde_json::json!({"name":"b","active":0,"weight":1,"ramp":40,"healthy":true,"max_connections":null,
+                               "requests":0,"completed":0,"failed":0,"mean_duration_ms":null})
+        );
+        assert_eq!(
+            candidate_b(&replies[5]),
+            serde_json::json!({"backend":"b","active":0,"weight":1,"eligible":true,"score":0.0})
+        );
+        assert_eq!(
+            stats_b(&replies[6]),
+            serde_json::json!({"name":"b","active":1,"weight":1,"healthy":true,"max_connections":null,
+                               "requests":1,"completed":0,"failed":0,"mean_duration_ms":null})
         );
     }
 

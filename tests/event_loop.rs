@@ -169,9 +169,9 @@ fn check_replies(input: &[u8], replies: &[Value]) {
 fn valid_value(key: &str) -> &'static str {
     match key {
         "type" => "\"stats\"",
-        "msg_id" | "seed" | "weight" | "max_connections" | "duration_ms" => "1",
+        "msg_id" | "seed" | "weight" | "max_connections" | "duration_ms" | "ramp" => "1",
         "active_connections" => "{\"a\":1}",
-        "backends" => "[\"a\"]",
+        "backends" | "exclude" => "[\"a\"]",
         "node_ids" => "[\"n\"]",
         "explain" | "ok" | "healthy" => "true",
         "algorithm" => "\"random\"",
@@ -185,7 +185,7 @@ fn valid_value(key: &str) -> &'static str {
 
 fn message(id: u64, kind: u8, n: u8) -> String {
     let name = format!("b{}", n % 4);
-    let body = match kind % 8 {
+    let body = match kind % 11 {
         0 => format!(
             r#"{{"type":"init","msg_id":{id},"backends":["b0","b1",{{"name":"b2","weight":2}}],"tie_break":"round-robin"}}"#
         ),
@@ -204,6 +204,17 @@ fn message(id: u64, kind: u8, n: u8) -> String {
         ),
         5 => format!(r#"{{"type":"remove_backend","msg_id":{id},"backend":"{name}"}}"#),
         6 => format!(r#"{{"type":"stats","msg_id":{id}}}"#),
+        7 => format!(
+            r#"{{"type":"set_backend","msg_id":{id},"backend":"{name}","ramp":{}}}"#,
+            n % 101 + 1
+        ),
+        8 => format!(
+            r#"{{"type":"http_request","msg_id":{id},"exclude":["{name}"],"explain":{}}}"#,
+            n % 2 == 0
+        ),
+        9 => format!(
+            r#"{{"type":"add_backend","msg_id":{id},"backend":"{name}","address":"10.0.0.{n}:80"}}"#
+        ),
         _ => format!(
             r#"{{"type":"http_request","msg_id":{id},"algorithm":"round-robin","explain":true}}"#
         ),
@@ -278,6 +289,9 @@ fn apply_damage(lines: &mut Vec<Vec<u8>>, damage: &Damage) {
                 "\"src\":",
                 "\"active_connections\":",
                 "\"type\":",
+                "\"exclude\":",
+                "\"ramp\":",
+                "\"address\":",
             ];
             let values: [&[u8]; 6] = [b"\"text\"", b"-1", b"[1,2]", b"null", b"1.5", b"{}"];
             let key = fields[field as usize % fields.len()].as_bytes();

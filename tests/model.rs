@@ -6,7 +6,8 @@
 //!
 //! Covered: inits with weights and limits, requests with and without partial
 //! snapshots that add backends, valid and invalid completions, health,
-//! weight and limit changes, adds and removes, the deterministic algorithms
+//! weight, limit and ramp changes (valid and not), adds and removes, the
+//! deterministic algorithms
 //! (least-connections, round-robin) and tie-breaks (lowest-index,
 //! round-robin). Random algorithms are covered by the engine's unit tests.
 
@@ -25,6 +26,8 @@ struct ModelBackend {
     weight: u64,
     max: Option<u64>,
     healthy: bool,
+    /// The percent of `weight` in effect (slow start).
+    ramp: u8,
     running_weight: i128,
 }
 
@@ -70,6 +73,7 @@ impl Model {
                 weight: *weight,
                 max: *max,
                 healthy: true,
+                ramp: 100,
                 running_weight: 0,
             });
         }
@@ -90,13 +94,42 @@ impl Model {
         b.healthy && b.weight > 0 && b.active < limit && b.active < MAX_COUNT
     }
 
-    /// a.active / a.weight < b.active / b.weight, exactly.
+    /// a.active / (a.weight × a.ramp) against b's, exactly: the cross
+    /// products as schoolbook numbers in 32-bit digits.
+    fn compare_loads(a: &ModelBackend, b: &ModelBackend) -> std::cmp::Ordering {
+        /// The product, least significant digit first.
+        fn product(factors: [u64; 3]) -> [u64; 6] {
+            let mut digits = [1, 0, 0, 0, 0, 0];
+            for factor in factors {
+                let parts = [factor & 0xFFFF_FFFF, factor >> 32];
+                let mut result = [0u64; 6];
+                for (i, &digit) in digits.iter().enumerate() {
+                    for (j, &part) in parts.iter().enumerate() {
+                        let mut carry = digit * part;
+                        let mut k = i + j;
+                        while carry > 0 && k < 6 {
+                            let sum = result[k] + (carry & 0xFFFF_FFFF);
+                            result[k] = sum & 0xFFFF_FFFF;
+                            carry = (carry >> 32) + (sum >> 32);
+                            k += 1;
+                        }
+                    }
+                }
+                digits = result;
+            }
+            digits
+        }
+        let left = product([a.active, b.weight, b.ramp as u64]);
+        let right = product([b.active, a.weight, a.ramp as u64]);
+        left.iter().rev().cmp(right.iter().rev())
+    }
+
     fn lighter(a: &ModelBackend, b: &ModelBackend) -> bool {
-        (a.active as u128) * (b.weight as u128) < (b.active as u128) * (a.weight as u128)
+        Self::compare_loads(a, b) == std::cmp::Ordering::Less
     }
 
     fn same_load(a: &ModelBackend, b: &ModelBackend) -> bool {
-        (a.active as u128) * (b.weight as u128) == (b.active as u128) * (a.weight as u128)
+        Self::compare_loads(a, b) == std::cmp::Ordering::Equal
     }
 
     fn snapshot(&mut self, entries: &[(String, u64)]) -> Result<(), &'static str> {
@@ -117,6 +150,7 @@ impl Model {
                     weight: 1,
                     max: None,
                     healthy: true,
+                    ramp: 100,
                     running_weight: 0,
                 }),
             }
@@ -213,6 +247,7 @@ impl Model {
             weight,
             max,
             healthy: true,
+            ramp: 100,
             running_weight: 0,
         });
         Outcome::Done
@@ -233,7 +268,13 @@ impl Model {
         let Some(i) = self.position(name) else {
             return Outcome::Refused("unknown");
         };
+        if change.ramp.is_some_and(|r| !(1..=100).contains(&r)) {
+            return Outcome::Refused("ramp");
+        }
         let b = &mut self.backends[i];
+        if let Some(r) = change.ramp {
+            b.ramp = r;
+        }
         if let Some(h) = change.healthy {
             b.healthy = h;
         }
@@ -289,6 +330,17 @@ fn limit() -> impl Strategy<Value = Option<u64>> {
     prop_oneof![3 => Just(None), 2 => (0..5u64).prop_map(Some)]
 }
 
+/// Mostly full or a few common steps, so that loads still tie; sometimes
+/// out of range, to be refused.
+fn ramp() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        3 => Just(100u8),
+        2 => prop::sample::select(vec![1u8, 10, 25, 50]),
+        2 => 1..=100u8,
+        1 => prop::sample::select(vec![0u8, 101, u8::MAX]),
+    ]
+}
+
 fn algorithm() -> impl Strategy<Value = Algorithm> {
     prop_oneof![
         Just(Algorithm::LeastConnections),
@@ -316,9 +368,10 @@ fn op() -> impl Strategy<Value = Op> {
             prop::option::of(any::<bool>()),
             prop::option::of(weight()),
             prop::option::of(limit()),
+            prop::option::weighted(0.4, ramp()),
         )
-            .prop_map(|(n, healthy, weight, max_connections)| {
-                Op::Change(n, BackendChange { healthy, weight, max_connections })
+            .prop_map(|(n, healthy, weight, max_connections, ramp)| {
+                Op::Change(n, BackendChange { healthy, weight, max_connections, ramp })
             }),
         1 => (name(), weight(), limit()).prop_map(|(n, w, m)| Op::Add(n, w, m)),
         1 => name().prop_map(Op::Remove),
@@ -334,6 +387,7 @@ fn engine_refusal(e: &EngineError) -> &'static str {
         EngineError::AlreadyInPool(_) => "exists",
         EngineError::UnknownBackend(_) | EngineError::NoPosition(_) => "unknown",
         EngineError::NoActiveConnection(_) => "idle",
+        EngineError::RampOutOfRange(_) => "ramp",
     }
 }
 
@@ -346,7 +400,9 @@ fn engine_outcome<T>(result: Result<T, EngineError>) -> Outcome {
 
 /// The engine's state in the model's terms (running weights are checked
 /// through the picks they produce).
-fn engine_state(pool: &Pool) -> Vec<(String, u64, u64, Option<u64>, bool)> {
+type State = Vec<(String, u64, u64, Option<u64>, bool, u8)>;
+
+fn engine_state(pool: &Pool) -> State {
     pool.iter()
         .map(|(n, b)| {
             (
@@ -355,16 +411,17 @@ fn engine_state(pool: &Pool) -> Vec<(String, u64, u64, Option<u64>, bool)> {
                 b.weight(),
                 b.max_connections(),
                 b.healthy(),
+                b.ramp(),
             )
         })
         .collect()
 }
 
-fn model_state(model: &Model) -> Vec<(String, u64, u64, Option<u64>, bool)> {
+fn model_state(model: &Model) -> State {
     model
         .backends
         .iter()
-        .map(|b| (b.name.clone(), b.active, b.weight, b.max, b.healthy))
+        .map(|b| (b.name.clone(), b.active, b.weight, b.max, b.healthy, b.ramp))
         .collect()
 }
 

@@ -66,6 +66,8 @@ pub enum EngineError {
     NoActiveConnection(String),
     /// No backend is at this pool position.
     NoPosition(usize),
+    /// A ramp outside 1 to 100 percent.
+    RampOutOfRange(u8),
 }
 
 impl fmt::Display for EngineError {
@@ -89,6 +91,10 @@ impl fmt::Display for EngineError {
             EngineError::NoPosition(index) => {
                 write!(f, "no backend is at pool position {index}")
             }
+            EngineError::RampOutOfRange(ramp) => write!(
+                f,
+                "a ramp is the percent of a backend's weight in effect, from 1 to 100, not {ramp}"
+            ),
         }
     }
 }

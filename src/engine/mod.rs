@@ -21,7 +21,8 @@
 //!   picks O(log N).
 //! - `errors`: [`NoBackend`] and [`EngineError`], why the engine refused.
 //! - [`shared`]: a pool shared by concurrent tasks behind one short lock,
-//!   and the [`Lease`] that holds one request's count until it ends.
+//!   the [`Lease`] that holds one request's count until it ends, and the
+//!   [`Journal`] told of every change in engine order.
 
 mod errors;
 pub mod rng;
@@ -32,8 +33,8 @@ mod tree;
 use indexmap::IndexMap;
 
 pub use errors::{short_name, EngineError, NoBackend};
-pub use select::{Algorithm, Candidate, Explanation, Ineligible, Score, Tie, TieBreak};
-pub use shared::{Lease, SharedPool};
+pub use select::{Algorithm, Candidate, Explanation, Ineligible, Load, Score, Tie, TieBreak};
+pub use shared::{Journal, Lease, SharedPool};
 
 /// A backend's identity for as long as it is in the pool, and never another
 /// backend's: a slot and the generation of that slot's occupant.
@@ -95,7 +96,13 @@ pub struct BackendChange {
     pub weight: Option<u64>,
     /// `Some(None)` removes the limit.
     pub max_connections: Option<Option<u64>>,
+    /// The percent of its weight in effect, from 1 to [`FULL_RAMP`] (see
+    /// [`Backend::ramp`]).
+    pub ramp: Option<u8>,
 }
+
+/// A backend's ramp when its whole weight is in effect: the default.
+pub const FULL_RAMP: u8 = 100;
 
 /// One backend of the pool. Kept small: a pool may hold millions.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +112,9 @@ pub struct Backend<P = ()> {
     /// `u64::MAX` for no limit, which behaves the same: no count exceeds it.
     limit: u64,
     healthy: bool,
+    /// The percent of `weight` in effect, 1 to [`FULL_RAMP`]; fits in the
+    /// padding after `healthy`.
+    ramp: u8,
     /// Its slot, for its [`BackendId`].
     slot: u32,
     stats: BackendStats,
@@ -138,6 +148,7 @@ impl<P> Backend<P> {
             weight: spec.weight,
             limit: spec.max_connections.unwrap_or(u64::MAX),
             healthy: true,
+            ramp: FULL_RAMP,
             slot: FREE,
             stats: BackendStats::default(),
             payload,
@@ -166,6 +177,26 @@ impl<P> Backend<P> {
 
     pub fn healthy(&self) -> bool {
         self.healthy
+    }
+
+    /// The percent of its weight in effect, from 1 to [`FULL_RAMP`] (the
+    /// default): a backend brought back into service is ramped up from a
+    /// small share (slow start) by its front-end, step by step, as the
+    /// engine keeps no clock. Least-connections and power-of-two-choices
+    /// compare active ÷ (weight × ramp ÷ 100), exactly; round-robin and
+    /// random use the weight alone, as they give a returning backend only
+    /// its share anyway.
+    pub fn ramp(&self) -> u8 {
+        self.ramp
+    }
+
+    /// What least-connections compares.
+    fn load(&self) -> Load {
+        Load {
+            active: self.active,
+            weight: self.weight,
+            ramp: self.ramp,
+        }
     }
 
     pub fn stats(&self) -> &BackendStats {
@@ -337,8 +368,9 @@ impl<P> Pool<P> {
     }
 
     /// Counts a request refused for want of an eligible backend, for a
-    /// front-end that refuses after [`Pool::pick_excluding`] (which counts
-    /// nothing itself: a request may wait and be picked later).
+    /// front-end that refuses after [`Pool::pick_with`] or
+    /// [`Pool::pick_excluding`] (which count nothing themselves: a request
+    /// may wait and be picked later).
     pub fn reject(&mut self) {
         self.rejected += 1;
     }
@@ -368,41 +400,33 @@ impl<P> Pool<P> {
         self.backends.get(name)
     }
 
+    /// The pool position of the backend of that name.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.backends.get_index_of(name)
+    }
+
     /// Chooses a backend for one new request by `algorithm` (the pool's
     /// default if `None`) and counts the connection at once. A request that
     /// finds no eligible backend is counted as rejected.
     pub fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
-        let algorithm = algorithm.unwrap_or(self.policy.algorithm);
-        // Described before the pick, as the algorithm saw the pool.
-        let mut explanation = explain.then(|| self.describe(algorithm));
-        let chosen = match self.choose(algorithm, explain) {
-            Ok(choice) => {
-                self.count_pick(choice.index);
-                if let Some(e) = &mut explanation {
-                    e.tie = choice.tie;
-                    e.sampled = choice.sampled;
-                }
-                Ok(choice.index)
-            }
-            Err(none) => {
-                self.rejected += 1;
-                Err(none)
-            }
-        };
-        Pick {
-            chosen,
-            explanation,
+        let pick = self.pick_with(algorithm, &[], explain);
+        if pick.chosen.is_err() {
+            self.rejected += 1;
         }
+        pick
     }
 
-    /// As [`Pool::pick`], without an explanation, never choosing one of
-    /// `excluded` (backends a request has already failed on), and without
-    /// counting a refusal (see [`Pool::reject`]). Returns the position.
-    pub fn pick_excluding(
+    /// As [`Pool::pick`], never choosing one of `excluded` (backends a
+    /// request has already failed on; ids no longer in the pool are
+    /// ignored), and without counting a refusal (see [`Pool::reject`]). An
+    /// explanation shows the excluded backends as [`Ineligible::Excluded`]
+    /// (unless ineligible anyway), and a refusal counts them as `tried`.
+    pub fn pick_with(
         &mut self,
         algorithm: Option<Algorithm>,
         excluded: &[BackendId],
-    ) -> Result<usize, NoBackend> {
+        explain: bool,
+    ) -> Pick {
         let algorithm = algorithm.unwrap_or(self.policy.algorithm);
         for &id in excluded {
             if let Some(position) = self.position_of(id) {
@@ -410,13 +434,41 @@ impl<P> Pool<P> {
                 self.tree.exclude(&self.backends, position);
             }
         }
-        let choice = self.choose(algorithm, false);
-        for position in std::mem::take(&mut self.excluded) {
+        // Described before the pick, as the algorithm saw the pool.
+        let mut explanation = explain.then(|| self.describe(algorithm));
+        let choice = self.choose(algorithm, explain);
+        if !self.excluded.is_empty() {
+            self.end_exclusions();
+        }
+        let chosen = choice.map(|choice| {
+            self.count_pick(choice.index);
+            if let Some(e) = &mut explanation {
+                e.tie = choice.tie;
+                e.sampled = choice.sampled;
+            }
+            choice.index
+        });
+        Pick {
+            chosen,
+            explanation,
+        }
+    }
+
+    /// Puts the backends left out of a pick back into the index.
+    fn end_exclusions(&mut self) {
+        for &position in &self.excluded {
             self.tree.update(&self.backends, position);
         }
-        let index = choice?.index;
-        self.count_pick(index);
-        Ok(index)
+        self.excluded.clear();
+    }
+
+    /// [`Pool::pick_with`] without an explanation: the position chosen.
+    pub fn pick_excluding(
+        &mut self,
+        algorithm: Option<Algorithm>,
+        excluded: &[BackendId],
+    ) -> Result<usize, NoBackend> {
+        self.pick_with(algorithm, excluded, false).chosen
     }
 
     /// Counts a new connection on the backend at `index`, which `choose`
@@ -555,12 +607,21 @@ impl<P> Pool<P> {
         Ok(index)
     }
 
-    /// Changes a backend's health, weight or limit. Returns its position.
+    /// Changes a backend's health, weight, limit or ramp. Returns its
+    /// position.
     pub fn change(&mut self, name: &str, change: BackendChange) -> Result<usize, EngineError> {
         let (index, _, backend) = self
             .backends
             .get_full_mut(name)
             .ok_or_else(|| EngineError::UnknownBackend(name.to_owned()))?;
+        let mut ramp_ended = false;
+        if let Some(ramp) = change.ramp {
+            if !(1..=FULL_RAMP).contains(&ramp) {
+                return Err(EngineError::RampOutOfRange(ramp));
+            }
+            ramp_ended = ramp == FULL_RAMP && backend.ramp < FULL_RAMP;
+            backend.ramp = ramp;
+        }
         if let Some(healthy) = change.healthy {
             backend.healthy = healthy;
         }
@@ -571,6 +632,11 @@ impl<P> Pool<P> {
             backend.limit = limit.unwrap_or(u64::MAX);
         }
         self.tree.update(&self.backends, index);
+        // The last slow start over: the index may compare without ramps
+        // again. A scan, once per slow start.
+        if ramp_ended && self.backends.values().all(|b| b.ramp == FULL_RAMP) {
+            self.tree.ramps_ended();
+        }
         Ok(index)
     }
 
@@ -585,6 +651,7 @@ impl<P> Pool<P> {
                 Some(Ineligible::Down) => down += 1,
                 Some(Ineligible::Drained) => drained += 1,
                 Some(Ineligible::Full) => full += 1,
+                Some(Ineligible::Excluded) => tried += 1,
                 None if self.excluded.contains(&index) => tried += 1,
                 None => {}
             }
@@ -619,7 +686,7 @@ impl<P: Default> Pool<P> {
         snapshot: &[(S, u64)],
         changed: &mut Vec<usize>,
     ) -> Result<(), EngineError> {
-        check_names(snapshot)?;
+        check_snapshot(snapshot)?;
         for (name, count) in snapshot {
             let (name, count) = (name.as_ref(), *count);
             match self.backends.get_full_mut(name) {
@@ -702,8 +769,10 @@ impl<P: Default> PoolBuilder<P> {
 }
 
 /// Checks, in order, that every name of a snapshot is non-empty and none
-/// repeats; the first problem is the one reported.
-fn check_names<S: AsRef<str>>(snapshot: &[(S, u64)]) -> Result<(), EngineError> {
+/// repeats; the first problem is the one reported. [`Pool::apply_snapshot`]
+/// does this itself; a front-end may check first, before other checks that
+/// must come before any change.
+pub fn check_snapshot<S: AsRef<str>>(snapshot: &[(S, u64)]) -> Result<(), EngineError> {
     // Snapshots are usually a handful of names: compare pairwise rather than
     // build a set for each request.
     const SMALL: usize = 16;

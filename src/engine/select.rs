@@ -2,9 +2,11 @@
 //!
 //! All of the choosing lives here, once. Scores compare exactly: "active ÷
 //! weight" is compared by cross-multiplying in 128 bits, as NGINX and IPVS
-//! do, never with floats.
+//! do, never with floats; with a backend's ramp (slow start, see
+//! [`Backend::ramp`](super::Backend::ramp)) the products take up to 135
+//! bits, and are compared exactly in two parts.
 
-use super::{NoBackend, Pool};
+use super::{NoBackend, Pool, FULL_RAMP};
 use crate::names::named_enum;
 use std::cmp::Ordering;
 
@@ -13,15 +15,19 @@ named_enum! {
     #[derive(Default)]
     pub enum Algorithm("algorithm") {
         /// The eligible backend with the lowest active ÷ weight (plain least
-        /// connections when all weights are 1); ties by the tie-break.
+        /// connections when all weights are 1), the weight taken at its ramp
+        /// (active ÷ (weight × ramp ÷ 100)); ties by the tie-break.
         #[default]
         LeastConnections = "least-connections" | "weighted-least-connections",
         /// NGINX's smooth weighted round-robin over the eligible backends.
+        /// Ramps are ignored: a returning backend gets only its share.
         RoundRobin = "round-robin",
-        /// An eligible backend at random, in proportion to weight.
+        /// An eligible backend at random, in proportion to weight. Ramps
+        /// are ignored, as by round-robin.
         Random = "random",
         /// Two distinct eligible backends at random; the lower active ÷ weight
-        /// wins, the lower position on a tie.
+        /// (at its ramp, as for least-connections) wins, the lower position
+        /// on a tie.
         PowerOfTwoChoices = "power-of-two-choices",
     }
 }
@@ -41,7 +47,7 @@ named_enum! {
     }
 }
 
-/// Why a backend may not take a new connection.
+/// Why a backend may not take a new connection, or not this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ineligible {
     /// Marked unhealthy.
@@ -50,6 +56,10 @@ pub enum Ineligible {
     Drained,
     /// At its `max_connections`, or at the largest count.
     Full,
+    /// Eligible, but left out of this pick by the front-end (a request
+    /// that has already failed on it). Only explanations say this; a
+    /// backend's own [`ineligible`](super::Backend::ineligible) never does.
+    Excluded,
 }
 
 impl Ineligible {
@@ -58,15 +68,27 @@ impl Ineligible {
             Ineligible::Down => "down",
             Ineligible::Drained => "drained",
             Ineligible::Full => "full",
+            Ineligible::Excluded => "excluded",
         }
     }
+}
+
+/// What least-connections and power-of-two-choices compare for a backend:
+/// active ÷ (weight × ramp ÷ 100).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    pub active: u64,
+    /// Above 0 for an eligible backend.
+    pub weight: u64,
+    /// The percent of `weight` in effect, 1 to 100.
+    pub ramp: u8,
 }
 
 /// What an algorithm compares for a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Score {
-    /// active ÷ weight; lower is better.
-    Ratio { active: u64, weight: u64 },
+    /// active ÷ (weight × ramp ÷ 100); lower is better.
+    Ratio { active: u64, weight: u64, ramp: u8 },
     /// Smooth round-robin's running weight after this pick's increase;
     /// higher is better.
     CurrentWeight(i128),
@@ -78,6 +100,9 @@ pub struct Candidate {
     pub index: usize,
     pub active: u64,
     pub weight: u64,
+    /// The percent of `weight` in effect (see
+    /// [`Backend::ramp`](super::Backend::ramp)).
+    pub ramp: u8,
     pub ineligible: Option<Ineligible>,
     /// `None` for ineligible backends and for algorithms without scores.
     pub score: Option<Score>,
@@ -122,11 +147,50 @@ impl Choice {
     }
 }
 
-/// Compares active ÷ weight of two backends exactly. Weights must be
-/// non-zero (eligible backends only).
-pub fn cmp_load(a_active: u64, a_weight: u64, b_active: u64, b_weight: u64) -> Ordering {
-    (u128::from(a_active) * u128::from(b_weight))
-        .cmp(&(u128::from(b_active) * u128::from(a_weight)))
+/// Compares active ÷ (weight × ramp ÷ 100) of two backends exactly, by
+/// cross-multiplying: a.active × b.weight × b.ramp against b.active ×
+/// a.weight × a.ramp. Weights and ramps must be non-zero (eligible backends
+/// only).
+#[inline]
+pub fn cmp_load(a: Load, b: Load) -> Ordering {
+    if a.ramp == b.ramp {
+        // Equal ramps cancel out: the usual case (both 100) stays within
+        // 128 bits.
+        cmp_unramped(a, b)
+    } else {
+        let left = u128::from(a.active) * u128::from(b.weight);
+        let right = u128::from(b.active) * u128::from(a.weight);
+        cmp_ramped(left, b.ramp, right, a.ramp)
+    }
+}
+
+/// active ÷ weight alone: [`cmp_load`] for equal ramps, or for an index
+/// that knows every ramp to be full.
+#[inline]
+pub(super) fn cmp_unramped(a: Load, b: Load) -> Ordering {
+    (u128::from(a.active) * u128::from(b.weight))
+        .cmp(&(u128::from(b.active) * u128::from(a.weight)))
+}
+
+/// left × left_ramp against right × right_ramp, exactly: for [`cmp_load`]
+/// only while a backend is in a slow start, and kept out of line so that
+/// the usual path stays small enough to inline into the index's updates.
+#[cold]
+#[inline(never)]
+fn cmp_ramped(left: u128, left_ramp: u8, right: u128, right_ramp: u8) -> Ordering {
+    wide_product(left, left_ramp).cmp(&wide_product(right, right_ramp))
+}
+
+/// product × r exactly, which may need up to 135 bits: (the bits above the
+/// lowest 128, the lowest 128). Compared as a pair, these order the results.
+fn wide_product(product: u128, r: u8) -> (u64, u128) {
+    const LOW_64: u128 = u64::MAX as u128;
+    let r = u128::from(r);
+    // product × r = (high × r) · 2^64 + low × r, each part below 2^72.
+    let low = (product & LOW_64) * r;
+    let middle = (product >> 64) * r + (low >> 64);
+    let above = (middle >> 64) as u64;
+    (above, (middle << 64) | (low & LOW_64))
 }
 
 impl<P> Pool<P> {
@@ -270,12 +334,16 @@ impl<P> Pool<P> {
                 let b = self.tree.nth_eligible(second as usize)?;
                 let (low, high) = (a.min(b), a.max(b));
                 let load = |i: usize| {
-                    self.backends
-                        .get_index(i)
-                        .map_or((0, 1), |(_, b)| (b.active, b.weight))
+                    self.backends.get_index(i).map_or(
+                        Load {
+                            active: 0,
+                            weight: 1,
+                            ramp: FULL_RAMP,
+                        },
+                        |(_, b)| b.load(),
+                    )
                 };
-                let ((la, lw), (ha, hw)) = (load(low), load(high));
-                let order = cmp_load(ha, hw, la, lw);
+                let order = cmp_load(load(high), load(low));
                 let index = if order == Ordering::Less { high } else { low };
                 let tie = (explain && order == Ordering::Equal).then(|| Tie {
                     tied: vec![low, high],
@@ -298,13 +366,18 @@ impl<P> Pool<P> {
             .values()
             .enumerate()
             .map(|(index, b)| {
-                let ineligible = b.ineligible();
+                let ineligible = b.ineligible().or_else(|| {
+                    self.excluded
+                        .contains(&index)
+                        .then_some(Ineligible::Excluded)
+                });
                 let score = match algorithm {
                     _ if ineligible.is_some() => None,
                     Algorithm::LeastConnections | Algorithm::PowerOfTwoChoices => {
                         Some(Score::Ratio {
                             active: b.active,
                             weight: b.weight,
+                            ramp: b.ramp,
                         })
                     }
                     Algorithm::RoundRobin => Some(Score::CurrentWeight(
@@ -317,6 +390,7 @@ impl<P> Pool<P> {
                     index,
                     active: b.active,
                     weight: b.weight,
+                    ramp: b.ramp,
                     ineligible,
                     score,
                 }

@@ -1,5 +1,6 @@
 //! Unit tests of the engine: exact picks, exact counts, exact errors.
 
+use super::select::cmp_load;
 use super::*;
 
 fn spec(name: &str, weight: u64) -> BackendSpec<'_> {
@@ -613,12 +614,13 @@ fn add_remove_and_change_backends() {
         healthy: Some(false),
         weight: Some(7),
         max_connections: Some(Some(3)),
+        ramp: Some(40),
     };
     assert_eq!(p.change("b", change), Ok(0));
     let b = p.get("b").unwrap();
     assert_eq!(
-        (b.healthy(), b.weight(), b.max_connections()),
-        (false, 7, Some(3))
+        (b.healthy(), b.weight(), b.max_connections(), b.ramp()),
+        (false, 7, Some(3), 40)
     );
     p.change(
         "b",
@@ -698,7 +700,8 @@ fn explanations_show_every_candidate_and_the_tie() {
         e.candidates[0].score,
         Some(Score::Ratio {
             active: 2,
-            weight: 2
+            weight: 2,
+            ramp: FULL_RAMP,
         })
     );
     assert_eq!(e.candidates[0].active, 2, "as it stood before the pick");
@@ -739,4 +742,207 @@ fn algorithm_and_tie_break_names_round_trip() {
 fn a_backend_without_payload_stays_small() {
     // A pool may hold millions: the id's slot fits in the padding.
     assert_eq!(std::mem::size_of::<Backend>(), 72);
+}
+
+// --- slow start: ramps -------------------------------------------------------
+
+fn ramp_to(p: &mut Pool, name: &str, ramp: u8) {
+    p.change(
+        name,
+        BackendChange {
+            ramp: Some(ramp),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+fn load(active: u64, weight: u64, ramp: u8) -> Load {
+    Load {
+        active,
+        weight,
+        ramp,
+    }
+}
+
+#[test]
+fn a_backend_starts_at_its_full_ramp_and_takes_only_1_to_100() {
+    let mut p = pool(&["a", "b"]);
+    assert_eq!(p.get("a").unwrap().ramp(), FULL_RAMP);
+    ramp_to(&mut p, "a", 1);
+    assert_eq!(p.get("a").unwrap().ramp(), 1);
+    let before = p.clone();
+    for bad in [0, 101, u8::MAX] {
+        let change = BackendChange {
+            healthy: Some(false),
+            ramp: Some(bad),
+            ..Default::default()
+        };
+        assert_eq!(p.change("a", change), Err(EngineError::RampOutOfRange(bad)));
+        assert_eq!(p, before, "nothing of a refused change is applied");
+    }
+    assert_eq!(
+        EngineError::RampOutOfRange(0).to_string(),
+        "a ramp is the percent of a backend's weight in effect, from 1 to 100, not 0"
+    );
+    ramp_to(&mut p, "a", FULL_RAMP);
+    assert_eq!(p.get("a").unwrap().ramp(), FULL_RAMP);
+}
+
+#[test]
+fn a_ramped_backend_gets_the_share_its_effective_weight_gives() {
+    // b comes back with 0 connections while a and c hold 9 each. At ramp
+    // 10 its weight in effect is 0.1, so its load is 10 × its count: 0,
+    // then 10, above the others' 9. So b, then a and c (9 each, a first),
+    // then all three at 10: a, first in pool order.
+    let mut p = pool(&["a", "b", "c"]);
+    p.apply_snapshot(&[("a", 9), ("b", 0), ("c", 9)], &mut Vec::new())
+        .unwrap();
+    ramp_to(&mut p, "b", 10);
+    assert_eq!(picks(&mut p, 4), ["b", "a", "c", "a"]);
+    assert_eq!(counts(&p), [11, 1, 10]);
+    // Stepped up to 50: b's load is 2 × its count, 2 to 10 over its next
+    // five picks (the last a tie with c's 10, which b wins as the earlier
+    // in pool order), then 12: c.
+    ramp_to(&mut p, "b", 50);
+    assert_eq!(picks(&mut p, 6), ["b", "b", "b", "b", "b", "c"]);
+    // At its full ramp the same backend would have taken all of them.
+    let mut full = pool(&["a", "b", "c"]);
+    full.apply_snapshot(&[("a", 9), ("b", 0), ("c", 9)], &mut Vec::new())
+        .unwrap();
+    assert_eq!(picks(&mut full, 9), ["b"; 9]);
+}
+
+#[test]
+fn power_of_two_choices_compares_at_the_ramp() {
+    let mut p = pool_with(
+        &[spec("a", 1), spec("b", 1)],
+        policy(Algorithm::PowerOfTwoChoices, TieBreak::LowestIndex),
+    );
+    p.apply_snapshot(&[("a", 3), ("b", 1)], &mut Vec::new())
+        .unwrap();
+    // b: 1 ÷ 0.25 = 4 against 3, then a: 4 ÷ 1 ties with b, a wins the tie.
+    ramp_to(&mut p, "b", 25);
+    assert_eq!(picks(&mut p, 2), ["a", "a"]);
+    let e = p.pick(None, true).explanation.unwrap();
+    assert_eq!(
+        e.candidates[1].score,
+        Some(Score::Ratio {
+            active: 1,
+            weight: 1,
+            ramp: 25
+        })
+    );
+    assert_eq!(e.candidates[1].ramp, 25);
+}
+
+#[test]
+fn round_robin_and_random_ignore_the_ramp() {
+    let mut p = pool_with(
+        &[spec("a", 1), spec("b", 1)],
+        policy(Algorithm::RoundRobin, TieBreak::LowestIndex),
+    );
+    ramp_to(&mut p, "b", 1);
+    assert_eq!(picks(&mut p, 4), ["a", "b", "a", "b"]);
+    let run = |ramp| {
+        let mut p = pool_with(
+            &[spec("a", 1), spec("b", 3)],
+            policy(Algorithm::Random, TieBreak::LowestIndex),
+        );
+        ramp_to(&mut p, "b", ramp);
+        picks(&mut p, 50)
+    };
+    assert_eq!(run(1), run(FULL_RAMP));
+}
+
+#[test]
+fn loads_with_ramps_compare_exactly_at_the_extremes() {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let max = u64::MAX;
+    // Equal ramps cancel, at any ramp.
+    assert_eq!(cmp_load(load(max, max, 7), load(max, max, 7)), Equal);
+    assert_eq!(cmp_load(load(max, 1, 1), load(max - 1, 1, 1)), Greater);
+    // A load of 100 (at 1% of its weight) against 1: the products are
+    // (2^64-1)² × 100 and (2^64-1)² × 1, the first beyond 128 bits.
+    assert_eq!(cmp_load(load(max, max, 1), load(max, max, 100)), Greater);
+    assert_eq!(cmp_load(load(max, max, 100), load(max, max, 1)), Less);
+    // One ramp step apart: (2^64-1)² × 100 against (2^64-1)² × 99, both
+    // of 135 bits.
+    assert_eq!(cmp_load(load(max, max, 99), load(max, max, 100)), Greater);
+    assert_eq!(cmp_load(load(max, max, 100), load(max, max, 99)), Less);
+    // Products whose low 64 bits carry into the next: (2^64-1) × 100
+    // against (2^64-1) × 50, and a tie at a load of 2^64-1 each.
+    assert_eq!(cmp_load(load(max, 1, 50), load(max, 1, 100)), Greater);
+    assert_eq!(cmp_load(load(max, 2, 50), load(max, 1, 100)), Equal);
+    // 100 ÷ (1 × 1%) = 10000 ÷ (1 × 100%): equal loads across ramps.
+    assert_eq!(cmp_load(load(100, 1, 1), load(10_000, 1, 100)), Equal);
+    assert_eq!(cmp_load(load(100, 1, 1), load(10_001, 1, 100)), Less);
+    // An exact tie across ramps with the largest values: (2^63-1) ÷
+    // ((2^64-2) × 50%) = 1 = (2^64-1) ÷ (2^64-1), and one either side.
+    let half = (1u64 << 63) - 1;
+    assert_eq!(
+        cmp_load(load(half, max - 1, 50), load(max, max, 100)),
+        Equal
+    );
+    assert_eq!(
+        cmp_load(load(half + 1, max - 1, 50), load(max, max, 100)),
+        Greater
+    );
+    assert_eq!(cmp_load(load(half, max, 50), load(max, max, 100)), Less);
+    // Zero loads tie whatever the ramp.
+    assert_eq!(cmp_load(load(0, max, 1), load(0, 1, 100)), Equal);
+    assert_eq!(cmp_load(load(0, max, 1), load(1, max, 100)), Less);
+}
+
+#[test]
+fn an_explanation_shows_excluded_backends_and_a_refusal_counts_them_as_tried() {
+    let mut p = pool(&["a", "b", "c"]);
+    p.change(
+        "c",
+        BackendChange {
+            healthy: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (a, c) = (p.id_at(0).unwrap(), p.id_at(2).unwrap());
+    let pick = p.pick_with(None, &[a, c], true);
+    assert_eq!(pick.chosen, Ok(1));
+    let reasons: Vec<_> = pick
+        .explanation
+        .unwrap()
+        .candidates
+        .iter()
+        .map(|c| c.ineligible)
+        .collect();
+    // An excluded backend that is down anyway shows why it is down.
+    assert_eq!(
+        reasons,
+        [Some(Ineligible::Excluded), None, Some(Ineligible::Down)]
+    );
+    let b = p.id_at(1).unwrap();
+    let pick = p.pick_with(None, &[a, b], true);
+    assert_eq!(
+        pick.chosen.unwrap_err().to_string(),
+        "no backend available: 1 down, 2 already tried"
+    );
+    assert_eq!(p.rejected(), 0, "pick_with counts no refusal");
+    assert_eq!(counts(&p), [0, 1, 0]);
+    // The exclusion ends with the pick.
+    assert_eq!(p.pick(None, false).chosen, Ok(0));
+}
+
+#[test]
+fn one_slow_start_ending_leaves_the_others_ramped() {
+    let mut p = pool(&["a", "b", "c"]);
+    ramp_to(&mut p, "b", 10);
+    ramp_to(&mut p, "c", 50);
+    p.apply_snapshot(&[("a", 3), ("b", 1), ("c", 3)], &mut Vec::new())
+        .unwrap();
+    // c's slow start ends; b's does not: its 1 connection still weighs 10.
+    ramp_to(&mut p, "c", FULL_RAMP);
+    assert_eq!(picks(&mut p, 3), ["a", "c", "a"]);
+    // b's ends too: its 1 connection is 1 again.
+    ramp_to(&mut p, "b", FULL_RAMP);
+    assert_eq!(picks(&mut p, 2), ["b", "b"]);
 }

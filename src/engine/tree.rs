@@ -2,17 +2,21 @@
 //!
 //! A segment tree over pool positions. Each node covers a range of
 //! positions and records the first eligible position whose load (active ÷
-//! weight) is the lowest in the range, how many eligible positions share
+//! (weight × ramp ÷ 100)) is the lowest in the range, how many eligible positions share
 //! that load, and how many positions in the range are eligible. The root
 //! answers "the least loaded, first in pool order" at once; a walk down
 //! finds the first tied position after a given one, the k-th tied, or the
 //! k-th eligible, in O(log N). Changing one backend updates one path.
 //!
+//! Until some backend's ramp is below 100 (a slow start), loads compare as
+//! active ÷ weight alone, the ramps cancelling out, without even reading
+//! them: the index knows whether any ramp may be below 100.
+//!
 //! HAProxy keeps its servers in a tree keyed by load for the same reason;
 //! NGINX scans every peer.
 
-use super::select::cmp_load;
-use super::Backend;
+use super::select::{cmp_load, cmp_unramped, Load};
+use super::{Backend, FULL_RAMP};
 use indexmap::IndexMap;
 use std::cmp::Ordering;
 
@@ -43,17 +47,32 @@ const EMPTY: Node = Node {
 pub(super) struct LoadTree {
     nodes: Vec<Node>,
     leaves: usize,
+    /// False only while every backend's ramp is known to be full: set by
+    /// any update of a ramped backend, cleared by a rebuild that finds
+    /// none or by [`ramps_ended`](Self::ramps_ended).
+    ramps: bool,
 }
 
-fn load<P>(backends: &Backends<P>, position: u32) -> (u64, u64) {
-    backends
-        .get_index(position as usize)
-        .map_or((0, 1), |(_, b)| (b.active, b.weight))
+fn load<P>(backends: &Backends<P>, position: u32) -> Load {
+    backends.get_index(position as usize).map_or(
+        Load {
+            active: 0,
+            weight: 1,
+            ramp: FULL_RAMP,
+        },
+        |(_, b)| b.load(),
+    )
 }
 
-fn compare<P>(backends: &Backends<P>, a: u32, b: u32) -> Ordering {
-    let ((aa, aw), (ba, bw)) = (load(backends, a), load(backends, b));
-    cmp_load(aa, aw, ba, bw)
+/// Compares two positions' loads, with ramps if `RAMPS` (a constant, so
+/// that the usual walk, without, is compiled apart).
+fn compare<const RAMPS: bool, P>(backends: &Backends<P>, a: u32, b: u32) -> Ordering {
+    let (a, b) = (load(backends, a), load(backends, b));
+    if RAMPS {
+        cmp_load(a, b)
+    } else {
+        cmp_unramped(a, b)
+    }
 }
 
 fn leaf<P>(position: usize, backend: &Backend<P>) -> Node {
@@ -67,12 +86,12 @@ fn leaf<P>(position: usize, backend: &Backend<P>) -> Node {
     }
 }
 
-fn combine<P>(backends: &Backends<P>, left: Node, right: Node) -> Node {
+fn combine<const RAMPS: bool, P>(backends: &Backends<P>, left: Node, right: Node) -> Node {
     let eligible = left.eligible + right.eligible;
     let (best, ties) = match (left.best, right.best) {
         (NONE, _) => (right.best, right.ties),
         (_, NONE) => (left.best, left.ties),
-        (l, r) => match compare(backends, l, r) {
+        (l, r) => match compare::<RAMPS, P>(backends, l, r) {
             Ordering::Less => (l, left.ties),
             Ordering::Greater => (r, right.ties),
             Ordering::Equal => (l, left.ties + right.ties),
@@ -92,12 +111,40 @@ impl LoadTree {
         self.leaves = leaves;
         self.nodes.clear();
         self.nodes.resize(2 * leaves, EMPTY);
+        self.ramps = false;
         for (i, backend) in backends.values().enumerate() {
             self.nodes[leaves + i] = leaf(i, backend);
+            self.ramps |= backend.ramp < FULL_RAMP;
         }
         for p in (1..leaves).rev() {
-            self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
+            self.nodes[p] = if self.ramps {
+                combine::<true, P>(backends, self.nodes[2 * p], self.nodes[2 * p + 1])
+            } else {
+                combine::<false, P>(backends, self.nodes[2 * p], self.nodes[2 * p + 1])
+            };
         }
+    }
+
+    /// Recombines every node above leaf node `p`.
+    fn walk_up<P>(&mut self, backends: &Backends<P>, p: usize) {
+        if self.ramps {
+            self.walk_up_with::<true, P>(backends, p);
+        } else {
+            self.walk_up_with::<false, P>(backends, p);
+        }
+    }
+
+    fn walk_up_with<const RAMPS: bool, P>(&mut self, backends: &Backends<P>, mut p: usize) {
+        while p > 1 {
+            p /= 2;
+            self.nodes[p] = combine::<RAMPS, P>(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
+        }
+    }
+
+    /// Says that every backend's ramp is full again, in O(1): loads compare
+    /// without ramps from now on (as every ramp is 100, every node stands).
+    pub fn ramps_ended(&mut self) {
+        self.ramps = false;
     }
 
     /// Takes a change to the backend at `position` (or a new backend there)
@@ -107,15 +154,15 @@ impl LoadTree {
             self.rebuild(backends);
             return;
         }
-        let mut p = self.leaves + position;
+        let p = self.leaves + position;
         self.nodes[p] = match backends.get_index(position) {
-            Some((_, backend)) => leaf(position, backend),
+            Some((_, backend)) => {
+                self.ramps |= backend.ramp < FULL_RAMP;
+                leaf(position, backend)
+            }
             None => EMPTY,
         };
-        while p > 1 {
-            p /= 2;
-            self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
-        }
+        self.walk_up(backends, p);
     }
 
     /// Leaves the backend at `position` out of every query until the next
@@ -125,12 +172,9 @@ impl LoadTree {
         if position >= self.leaves {
             return;
         }
-        let mut p = self.leaves + position;
+        let p = self.leaves + position;
         self.nodes[p] = EMPTY;
-        while p > 1 {
-            p /= 2;
-            self.nodes[p] = combine(backends, self.nodes[2 * p], self.nodes[2 * p + 1]);
-        }
+        self.walk_up(backends, p);
     }
 
     fn root(&self) -> Node {
@@ -156,7 +200,15 @@ impl LoadTree {
     /// Whether node `p`'s lowest load is the lowest of all.
     fn holds_least<P>(&self, backends: &Backends<P>, p: usize) -> bool {
         let (node, root) = (self.nodes[p], self.root());
-        node.best != NONE && compare(backends, node.best, root.best) == Ordering::Equal
+        if node.best == NONE {
+            return false;
+        }
+        let order = if self.ramps {
+            compare::<true, P>(backends, node.best, root.best)
+        } else {
+            compare::<false, P>(backends, node.best, root.best)
+        };
+        order == Ordering::Equal
     }
 
     /// The first position at or after `start` with the lowest load.
@@ -248,11 +300,11 @@ mod tests {
     use crate::engine::BackendSpec;
     use proptest::prelude::*;
 
-    /// Backends from (active, weight, healthy).
-    fn backends(spec: &[(u64, u64, bool)]) -> Backends<()> {
+    /// Backends from (active, weight, ramp, healthy).
+    fn backends(spec: &[(u64, u64, u8, bool)]) -> Backends<()> {
         spec.iter()
             .enumerate()
-            .map(|(i, &(active, weight, healthy))| {
+            .map(|(i, &(active, weight, ramp, healthy))| {
                 let mut b = Backend::new(
                     &BackendSpec {
                         name: "",
@@ -262,10 +314,36 @@ mod tests {
                     (),
                 );
                 b.active = active;
+                b.ramp = ramp;
                 b.healthy = healthy;
                 (format!("b{i}").into(), b)
             })
             .collect()
+    }
+
+    /// a's load below (`Less`), equal to or above b's, as fractions
+    /// compared the plain way: (a.active × 100) ÷ (a.weight × a.ramp)
+    /// against b's, cross-multiplied in four 64-bit limbs each side,
+    /// independently of `cmp_load`.
+    fn by_fractions(a: &Backend, b: &Backend) -> Ordering {
+        /// x × y × z as big-endian 64-bit limbs.
+        fn product(x: u64, y: u64, z: u64) -> [u64; 4] {
+            let mut limbs = [0u64; 4];
+            limbs[3] = x;
+            for factor in [y, z] {
+                let mut carry = 0u128;
+                for limb in limbs.iter_mut().rev() {
+                    let v = u128::from(*limb) * u128::from(factor) + carry;
+                    *limb = v as u64;
+                    carry = v >> 64;
+                }
+                assert_eq!(carry, 0);
+            }
+            limbs
+        }
+        let left = product(a.active, b.weight, u64::from(b.ramp));
+        let right = product(b.active, a.weight, u64::from(a.ramp));
+        left.cmp(&right)
     }
 
     /// Checks every query against a plain scan.
@@ -274,8 +352,7 @@ mod tests {
             .filter(|&i| backends[i].ineligible().is_none())
             .collect();
         let least = eligible.iter().copied().reduce(|best, i| {
-            let (a, b) = (&backends[i], &backends[best]);
-            if cmp_load(a.active, a.weight, b.active, b.weight) == Ordering::Less {
+            if by_fractions(&backends[i], &backends[best]) == Ordering::Less {
                 i
             } else {
                 best
@@ -285,10 +362,7 @@ mod tests {
         let tied: Vec<usize> = eligible
             .iter()
             .copied()
-            .filter(|&i| {
-                let (a, b) = (&backends[i], &backends[least.unwrap()]);
-                cmp_load(a.active, a.weight, b.active, b.weight) == Ordering::Equal
-            })
+            .filter(|&i| by_fractions(&backends[i], &backends[least.unwrap()]) == Ordering::Equal)
             .collect();
         assert_eq!(tree.ties(), tied.len());
         assert_eq!(tree.all_tied(backends), tied);
@@ -307,26 +381,40 @@ mod tests {
         }
     }
 
+    /// Mostly full, so that ties stay common; 50 ties with twice the load
+    /// at 100, 25 with four times.
+    fn ramp() -> impl Strategy<Value = u8> {
+        prop_oneof![3 => Just(100u8), 1 => Just(50u8), 1 => Just(25u8), 1 => 1..=100u8]
+    }
+
     proptest! {
         #[test]
         fn queries_match_a_plain_scan(
-            spec in prop::collection::vec((0..4u64, 0..3u64, prop::bool::weighted(0.8)), 0..40),
-            changes in prop::collection::vec((any::<usize>(), 0..4u64, 0..3u64), 0..20),
+            spec in prop::collection::vec((0..4u64, 0..3u64, ramp(), prop::bool::weighted(0.8)), 0..40),
+            changes in prop::collection::vec((any::<usize>(), 0..4u64, 0..3u64, ramp()), 0..20),
         ) {
             let mut backends = backends(&spec);
             let mut tree = LoadTree::default();
             tree.rebuild(&backends);
             check(&tree, &backends);
-            for (at, active, weight) in changes {
+            for (at, active, weight, ramp) in changes {
                 if backends.is_empty() {
                     break;
                 }
                 let i = at % backends.len();
                 backends[i].active = active;
                 backends[i].weight = weight;
+                backends[i].ramp = ramp;
                 tree.update(&backends, i);
                 check(&tree, &backends);
             }
+            // Every slow start over: the loads compare without ramps again.
+            for i in 0..backends.len() {
+                backends[i].ramp = FULL_RAMP;
+                tree.update(&backends, i);
+            }
+            tree.ramps_ended();
+            check(&tree, &backends);
             // Appending past the tree's capacity makes it grow.
             for extra in 0..5u64 {
                 let i = backends.len();

@@ -6,9 +6,12 @@
 //! ```
 //!
 //! Appends a healthy backend with 0 connections; `weight` and
-//! `max_connections` are as in `init`'s backend objects. As there, other
-//! fields are refused (error 12): only `type`, `msg_id`, `backend`,
-//! `weight` and `max_connections`. Reply:
+//! `max_connections` are as in `init`'s backend objects. `address`
+//! (optional string, such as `"10.0.0.4:8080"`) is accepted and not used:
+//! a proxy adds a backend with the address it will connect to, and the
+//! record of its decisions, replayed here, keeps it. As in `init`'s backend
+//! objects, other fields are refused (error 12): only `type`, `msg_id`,
+//! `backend`, `weight`, `max_connections` and `address`. Reply:
 //!
 //! ```json
 //! {"type":"add_backend_ok","in_reply_to":8,"backend":"api-4","active_connections":{"api-1":5,"api-2":2,"api-3":8,"api-4":0}}
@@ -22,10 +25,21 @@ use crate::protocol::ProtocolError;
 use std::borrow::Cow;
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct AddBackend<'a>(pub BackendConfig<'a>);
+pub struct AddBackend<'a> {
+    pub backend: BackendConfig<'a>,
+    /// Where a proxy connects to it; not used by the node.
+    pub address: Option<Cow<'a, str>>,
+}
 
 /// The body fields an `add_backend` has.
-const KNOWN: &[&str] = &["type", "msg_id", "backend", "weight", "max_connections"];
+const KNOWN: &[&str] = &[
+    "type",
+    "msg_id",
+    "backend",
+    "weight",
+    "max_connections",
+    "address",
+];
 
 impl<'a> Message<'a> for AddBackend<'a> {
     const TYPE: &'static str = "add_backend";
@@ -44,17 +58,21 @@ impl<'a> Message<'a> for AddBackend<'a> {
             })?
             .flatten(),
         };
+        let address = fields::text::<R>(f.address.take(), "address")?;
         if let Some(extra) = extra.map(Cow::Borrowed).or(f.unknown.take()) {
             return Err(ProtocolError::malformed(format!(
-                "add_backend has an unknown field {}; a backend has \"backend\" (its name), \"weight\" and \"max_connections\"",
+                "add_backend has an unknown field {}; a backend has \"backend\" (its name), \"weight\", \"max_connections\" and \"address\"",
                 fields::short_name(&extra)
             )));
         }
-        Ok(AddBackend(config))
+        Ok(AddBackend {
+            backend: config,
+            address,
+        })
     }
 
     fn apply(self, node: &mut Node) -> Result<usize, ProtocolError> {
-        let index = node.pool_mut().add(self.0.spec()).map_err(refusal)?;
+        let index = node.pool_mut().add(self.backend.spec()).map_err(refusal)?;
         node.changed(index);
         Ok(index)
     }

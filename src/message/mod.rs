@@ -189,7 +189,9 @@ fn head(node: &Node, to: &Addresses<'_>, msg_id: Option<MsgId>, kind: &str, out:
 /// the engine's own words.
 pub fn refusal(e: EngineError) -> ProtocolError {
     let code = match e {
-        EngineError::EmptyName | EngineError::DuplicateBackend(_) => ErrorCode::MalformedRequest,
+        EngineError::EmptyName
+        | EngineError::DuplicateBackend(_)
+        | EngineError::RampOutOfRange(_) => ErrorCode::MalformedRequest,
         EngineError::AlreadyInPool(_) => ErrorCode::KeyAlreadyExists,
         EngineError::UnknownBackend(_) | EngineError::NoPosition(_) => ErrorCode::KeyDoesNotExist,
         EngineError::NoActiveConnection(_) => ErrorCode::PreconditionFailed,

@@ -1,12 +1,23 @@
-//! `set_backend`: change a backend's health, weight or limit.
+//! `set_backend`: change a backend's health, weight, limit or ramp.
 //!
 //! ```json
-//! {"type":"set_backend","msg_id":10,"backend":"api-1","healthy":false,"weight":3,"max_connections":10}
+//! {"type":"set_backend","msg_id":10,"backend":"api-1","healthy":false,"weight":3,"max_connections":10,"ramp":25}
 //! ```
 //!
-//! Changes any of `healthy` (boolean), `weight` and `max_connections`
-//! (`null` removes the limit); fields left out keep their values. Reply
+//! Changes any of `healthy` (boolean), `weight`, `max_connections` (`null`
+//! removes the limit) and `ramp`; fields left out keep their values. Reply
 //! `set_backend_ok` with `backend` and the pool's `active_connections`.
+//!
+//! `ramp` (a whole number from 1 to 100, 100 for every backend until set)
+//! is the percent of the backend's weight in effect, for a slow start: a
+//! backend back in service with 0 connections would otherwise take every
+//! new request under least-connections until it caught up with the others.
+//! Its front-end brings it back at a low ramp and steps the ramp up to 100
+//! over time (HAProxy's `slowstart`, NGINX's `slow_start`); the node keeps
+//! no clock. Least-connections and power-of-two-choices compare active ÷
+//! (weight × ramp ÷ 100), exactly; round-robin and random ignore the ramp,
+//! as they give a returning backend only its share of requests anyway. Any
+//! other value (0, 101, 1.5, a string) is error 12.
 
 use super::{backend_field, backend_reply, refusal, Message};
 use crate::engine::BackendChange;
@@ -39,6 +50,7 @@ impl<'a> Message<'a> for SetBackend<'a> {
                 max_connections: fields::optional::<R, _>(f.max_connections.take(), |r| {
                     fields::limit("max_connections", r)
                 })?,
+                ramp: fields::optional::<R, _>(f.ramp.take(), fields::ramp)?,
             },
         })
     }

@@ -14,9 +14,11 @@
 //! ones included), `failed` those with `"ok":false`; `max_connections` is
 //! `null` when unset (a limit of 2⁶⁴ − 1 is the same as none, and shows as
 //! `null` too), and `mean_duration_ms` when no duration was reported.
+//! `ramp` (the percent of its weight in effect, set by `set_backend`)
+//! follows `weight` only while it is below 100.
 
 use super::Message;
-use crate::engine::{Backend, Pool};
+use crate::engine::{Backend, Pool, FULL_RAMP};
 use crate::node::Node;
 use crate::protocol::fields::{Fields, Repr};
 use crate::protocol::write::{key, WriteJson};
@@ -80,6 +82,10 @@ fn write_backends<P>(
         out.u64(backend.active());
         out.raw(key!("weight"));
         out.u64(backend.weight());
+        if backend.ramp() < FULL_RAMP {
+            out.raw(key!("ramp"));
+            out.u64(backend.ramp().into());
+        }
         out.raw(key!("healthy"));
         out.bool(backend.healthy());
         out.raw(key!("max_connections"));

@@ -285,12 +285,15 @@ object_fields! {
         path = "path": Str,
         active_connections = "active_connections": Entries,
         explain = "explain": Bool,
+        exclude = "exclude": Raw,
         backend = "backend": Str,
+        address = "address": Str,
         ok = "ok": Bool,
         duration_ms = "duration_ms": Raw,
         weight = "weight": Raw,
         max_connections = "max_connections": Raw,
         healthy = "healthy": Bool,
+        ramp = "ramp": Raw,
     }
 }
 
@@ -407,6 +410,39 @@ pub fn limit(field: &str, raw: &RawValue) -> Result<Option<u64>, ProtocolError> 
         return Ok(None);
     }
     whole_number(field, raw).map(Some)
+}
+
+/// `ramp`: the percent of a backend's weight in effect, a whole number
+/// from 1 to 100.
+pub fn ramp(raw: &RawValue) -> Result<u8, ProtocolError> {
+    match raw.get().parse::<u64>() {
+        Ok(percent @ 1..=100) => Ok(percent as u8),
+        parsed => Err(ProtocolError::malformed(format!(
+            "\"ramp\" must be a whole number from 1 to 100 (the percent of the backend's weight in effect), {}",
+            match parsed {
+                Ok(_) => format!("but {} is out of range", quoted(raw.get())),
+                Err(_) => why_not_whole(raw),
+            }
+        ))),
+    }
+}
+
+/// A list of backend names (`exclude`): an array of strings.
+pub fn names<'a>(field: &str, raw: &'a RawValue) -> Result<Vec<Cow<'a, str>>, ProtocolError> {
+    let mut names = Vec::new();
+    for_each_element(raw, |i, element| {
+        names.push(string(&format!("{field}[{i}]"), element)?);
+        Ok(())
+    })
+    .map_err(|e| {
+        e.unwrap_or_else(|| {
+            ProtocolError::malformed(format!(
+                "\"{field}\" must be an array of backend names, found {}",
+                kind_of(raw)
+            ))
+        })
+    })?;
+    Ok(names)
 }
 
 /// A `msg_id`: an integer from -2^63 to 2^64 - 1.

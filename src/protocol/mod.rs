@@ -66,8 +66,8 @@
 //! | code | name                | when |
 //! |------|---------------------|------|
 //! | 10   | not-supported       | unknown `type`; unknown `algorithm` or `tie_break` |
-//! | 12   | malformed-request   | a field missing or of the wrong type, or given twice; a count, weight or limit that is not an integer literal from 0 to 2⁶⁴ − 1; an empty or repeated backend name, or one that is not valid Unicode (an unpaired surrogate escape); an unknown key in a backend object or an `add_backend`; a negative `duration_ms`; a `msg_id` that is not an integer (the reply then has no `in_reply_to`) |
-//! | 20   | key-does-not-exist  | `request_complete`, `remove_backend` or `set_backend` for a backend not in the pool |
+//! | 12   | malformed-request   | a field missing or of the wrong type, or given twice; a count, weight or limit that is not an integer literal from 0 to 2⁶⁴ − 1; a `ramp` that is not a whole number from 1 to 100; an `exclude` that is not an array of names; an empty or repeated backend name, or one that is not valid Unicode (an unpaired surrogate escape); an unknown key in a backend object or an `add_backend`; a negative `duration_ms`; a `msg_id` that is not an integer (the reply then has no `in_reply_to`) |
+//! | 20   | key-does-not-exist  | `request_complete`, `remove_backend` or `set_backend` for a backend not in the pool; an `http_request` whose `exclude` names one |
 //! | 21   | key-already-exists  | `add_backend` for a backend already in the pool |
 //! | 22   | precondition-failed | `request_complete` for a backend with 0 connections |
 //!

@@ -79,7 +79,7 @@ async fn answer(
 /// The stats document.
 fn stats(state: &State) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    state.pool.with(|pool| {
+    state.pool.read(|pool| {
         out.raw(b"{");
         write_stats(pool, &mut out, |backend, out| {
             out.raw(key!("address"));

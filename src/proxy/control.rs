@@ -25,7 +25,7 @@
 use super::config::HealthCheck;
 use super::upstream::Upstream;
 use super::State;
-use crate::engine::{BackendChange, Pool};
+use crate::engine::BackendChange;
 use crate::protocol::write::{key, WriteJson};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -333,27 +333,35 @@ impl State {
         upstream: &Upstream,
         f: impl FnOnce(&mut Inner) -> Option<String>,
     ) -> Option<Moved> {
-        let (moved, why) = self.pool.with(|pool| {
+        let mut f = Some(f);
+        let mut outcome = None;
+        let _ = self.pool.change_with(&upstream.name, |backend| {
             let mut inner = upstream.control.lock();
             let was_out = inner.is_out();
-            let why = f(&mut inner);
+            let why = f.take().and_then(|f| f(&mut inner));
             let out = inner.is_out();
-            let in_pool = pool
-                .get(&upstream.name)
-                .filter(|b| std::ptr::eq(Arc::as_ptr(b.payload()), upstream));
-            let Some(backend) = in_pool else {
-                return (None, why);
-            };
-            if backend.healthy() == out {
-                set_out(pool, &upstream.name, out);
+            // The name may have been given to another backend since.
+            if !std::ptr::eq(Arc::as_ptr(backend.payload()), upstream) {
+                outcome = Some((None, why));
+                return None;
             }
             let moved = match (was_out, out) {
                 (false, true) => Moved::Out,
                 (true, false) => Moved::Back,
                 _ => Moved::Stayed,
             };
-            (Some(moved), why)
+            outcome = Some((Some(moved), why));
+            (backend.healthy() == out).then(|| BackendChange {
+                healthy: Some(!out),
+                ..BackendChange::default()
+            })
         });
+        let (moved, why) = match (outcome, f) {
+            (Some(outcome), _) => outcome,
+            // Not in the pool: its reasons change all the same.
+            (None, Some(f)) => (None, f(&mut upstream.control.lock())),
+            (None, None) => (None, None),
+        };
         let name = &upstream.name;
         match (moved, why) {
             (Some(Moved::Out), Some(why)) => {
@@ -373,16 +381,6 @@ impl State {
         }
         moved
     }
-}
-
-/// Takes a backend out (`true`) or brings it back, in the engine.
-fn set_out(pool: &mut Pool<Arc<Upstream>>, name: &str, out: bool) {
-    let change = BackendChange {
-        healthy: Some(!out),
-        ..BackendChange::default()
-    };
-    // It is in the pool: the caller just found it.
-    let _ = pool.change(name, change);
 }
 
 /// `health check: 3 consecutive failures, last: GET /health answered 500`.
@@ -471,7 +469,7 @@ mod tests {
     fn healthy(state: &State, name: &str) -> bool {
         state
             .pool
-            .with(|p| p.get(name).map(|b| b.healthy()))
+            .read(|p| p.get(name).map(|b| b.healthy()))
             .expect("in the pool")
     }
 
@@ -611,13 +609,13 @@ mod tests {
     fn a_backend_no_longer_in_the_pool_moves_nothing_there() {
         let (state, up, _stop) = state(&[("a", "127.0.0.1:1")], Settings::default());
         let old = &up[0];
-        state.pool.with(|p| p.remove("a")).expect("removed");
+        state.pool.remove("a").expect("removed");
         assert_eq!(state.set_reason(old, Reason::Admin, true), None);
         // Another backend of the same name is another backend.
         let new = Arc::new(Upstream::new("a".into(), old.address));
         state
             .pool
-            .with(|p| p.add_with(crate::engine::BackendSpec::named("a"), Arc::clone(&new)))
+            .add_with(crate::engine::BackendSpec::named("a"), Arc::clone(&new))
             .expect("added");
         assert_eq!(state.set_reason(old, Reason::Admin, false), None);
         assert_eq!(state.set_reason(old, Reason::Passive, true), None);
@@ -658,7 +656,7 @@ mod tests {
                             Moved::Stayed => 0,
                         };
                         // Seen under the pool's lock, they agree.
-                        state.pool.with(|p| {
+                        state.pool.read(|p| {
                             let healthy = p.get("a").expect("in the pool").healthy();
                             assert_eq!(healthy, a.control.reasons().is_empty());
                         });

@@ -358,8 +358,13 @@ async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusa
             None
         };
         if let Some(refusal) = refusal {
+            // Counted in one locked step with a last pick, so that a
+            // refusal is counted (and journaled) only where the engine had
+            // no backend to give.
             if tried.is_empty() {
-                state.pool.with(|p| p.reject());
+                if let Ok(lease) = state.pool.acquire_or_reject(None, tried) {
+                    return Ok(held(lease));
+                }
             }
             return Err(refusal);
         }
@@ -378,8 +383,10 @@ async fn acquire(state: &Arc<State>, tried: &[BackendId]) -> Result<Held, Refusa
             Err(_) => {}
         }
         if tokio::time::timeout_at(deadline, released).await.is_err() {
-            state.pool.with(|p| p.reject());
-            return Err(Refusal::QueueTimeout(config.queue_timeout));
+            return match state.pool.acquire_or_reject(None, tried) {
+                Ok(lease) => Ok(held(lease)),
+                Err(_) => Err(Refusal::QueueTimeout(config.queue_timeout)),
+            };
         }
         none = match state.pool.acquire(None, tried) {
             Ok(lease) => return Ok(held(lease)),

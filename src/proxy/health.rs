@@ -264,7 +264,7 @@ mod tests {
         let checks = start(&state, &up[1], check(20, 10));
         let before = count();
         until("two more checks", || count() >= before + 2).await;
-        state.pool.with(|p| p.remove("b")).expect("removed");
+        state.pool.remove("b").expect("removed");
         ends("removed", checks).await;
         let after = count();
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -288,7 +288,7 @@ mod tests {
         let now = answer(503);
         let (address, _) = server(&now).await;
         let (state, up, _stop) = state(&[("a", &address)], Settings::default());
-        let healthy = || state.pool.with(|p| p.get("a").is_some_and(|b| b.healthy()));
+        let healthy = || state.pool.read(|p| p.get("a").is_some_and(|b| b.healthy()));
         let _checks = start(&state, &up[0], check(10, 5));
         until("out", || !healthy()).await;
         assert_eq!(
