@@ -62,6 +62,10 @@ pub trait Journal<P>: Send {
 
     /// The backend `name` was removed, with its counts.
     fn removed(&mut self, pool: &Pool<P>, name: &str);
+
+    /// Asked now and then (see [`SharedPool::flush_journal`]) to pass on
+    /// what it holds back.
+    fn flush(&mut self) {}
 }
 
 /// What the lock guards: the pool and its journal, together, so that the
@@ -126,6 +130,18 @@ impl<P> SharedPool<P> {
     /// before, which is returned.
     pub fn set_journal(&self, journal: Box<dyn Journal<P>>) -> Option<Box<dyn Journal<P>>> {
         lock(&self.shared).journal.replace(journal)
+    }
+
+    /// Takes the journal away: it hears of no later change.
+    pub fn take_journal(&self) -> Option<Box<dyn Journal<P>>> {
+        lock(&self.shared).journal.take()
+    }
+
+    /// Asks the journal to pass on what it holds back.
+    pub fn flush_journal(&self) {
+        if let Some(journal) = &mut lock(&self.shared).journal {
+            journal.flush();
+        }
     }
 
     /// Runs `f` with the pool locked, to read it. Keep `f` short: every
@@ -283,7 +299,9 @@ impl<P> Lease<P> {
 
 impl<P> Drop for Lease<P> {
     fn drop(&mut self) {
-        let duration_ms = self.duration.map(|d| d.as_secs_f64() * 1000.0);
+        // From whole nanoseconds, rounded once: `1.031047`, not
+        // `1.0310470000000001`.
+        let duration_ms = self.duration.map(|d| d.as_nanos() as f64 / 1_000_000.0);
         let mut shared = lock(&self.shared);
         let Shared { pool, journal } = &mut *shared;
         // A backend removed since has nothing left to count: no error, and

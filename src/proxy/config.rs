@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use health::{HealthLayer, Layer};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod health;
@@ -108,6 +108,14 @@ pub struct Settings {
     /// consecutive failing checks that take a backend out [default: 3]
     #[arg(long, value_name = "N")]
     pub health_fall: Option<u32>,
+    /// a backend that comes back into the pool (its checks pass again, its
+    /// passive time is over, an operator marks it up) has its weight
+    /// ramped from 5% to the whole over this time, in 20 steps, so that it
+    /// does not take every new request at once (HAProxy's slowstart)
+    /// [default: 0s, off]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub slow_start: Option<Duration>,
     /// requests that may wait when every eligible backend is at its
     /// connection limit (HAProxy's queue); more get 503 [default: 256]
     #[arg(long, value_name = "N")]
@@ -149,6 +157,12 @@ pub struct Settings {
     #[arg(long, num_args = 0, default_missing_value = "true")]
     #[serde(default, deserialize_with = "flag")]
     pub access_log: Option<bool>,
+    /// write every decision of the engine to FILE.in, as the node's
+    /// messages (the pool's init, each pick, completion and change), and
+    /// the proxy's own answers to FILE.out: `leastconn replay FILE.in`
+    /// checks that the node makes exactly the same decisions
+    #[arg(long, value_name = "FILE.in")]
+    pub record: Option<PathBuf>,
 }
 }
 
@@ -374,6 +388,7 @@ impl Settings {
         if threads == 0 {
             bail!("--threads must be at least 1");
         }
+        let record = self.record.map(|path| Record::new(&path)).transpose()?;
         Ok(Config {
             listen,
             admin,
@@ -395,6 +410,8 @@ impl Settings {
             grace: self.grace.unwrap_or(Duration::from_secs(30)),
             log: self.log.unwrap_or_else(|| "info".into()),
             access_log: self.access_log.unwrap_or(false),
+            slow_start: self.slow_start.unwrap_or(Duration::ZERO),
+            record,
         })
     }
 }
@@ -441,6 +458,34 @@ pub struct Config {
     pub grace: Duration,
     pub log: String,
     pub access_log: bool,
+    /// Zero for none.
+    pub slow_start: Duration,
+    pub record: Option<Record>,
+}
+
+/// Where `--record` writes: the node's input, and the proxy's answers in
+/// the node's replies, as a fixture case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// `NAME.in`.
+    pub input: PathBuf,
+    /// `NAME.out`, beside it.
+    pub output: PathBuf,
+}
+
+impl Record {
+    fn new(path: &Path) -> anyhow::Result<Record> {
+        if path.extension().and_then(|e| e.to_str()) != Some("in") {
+            bail!(
+                "--record {}: the name must end in .in (the proxy's own answers go beside it, in NAME.out, so that `leastconn replay` checks the pair)",
+                path.display()
+            );
+        }
+        Ok(Record {
+            input: path.to_owned(),
+            output: path.with_extension("out"),
+        })
+    }
 }
 
 #[cfg(test)]

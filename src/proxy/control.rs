@@ -21,11 +21,15 @@
 //!
 //! Requests already on a backend when it goes out finish as usual: only
 //! new picks pass it by.
+//!
+//! With `--slow-start`, a backend that comes back starts at [`FIRST_RAMP`]
+//! percent of its weight, set in the same locked step that brings it back,
+//! and a task of its own steps the ramp up to 100 (see [`ramp_up`]).
 
 use super::config::HealthCheck;
 use super::upstream::Upstream;
 use super::State;
-use crate::engine::BackendChange;
+use crate::engine::{BackendChange, SharedPool, FULL_RAMP};
 use crate::protocol::write::{key, WriteJson};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -85,6 +89,8 @@ struct Inner {
     /// Counts passive take-outs, so that the end of one clears only its
     /// own (not one that an operator's clearing made way for).
     passive_epoch: u64,
+    /// Counts slow starts, so that a ramp left behind by a newer one stops.
+    ramp_epoch: u64,
 }
 
 impl Inner {
@@ -235,13 +241,6 @@ impl State {
         })
     }
 
-    /// Called whenever `upstream` becomes eligible for new requests again
-    /// (outside the pool's lock), `why` saying what cleared last: where a
-    /// returning backend is to be eased in (slow start). Only logs for now.
-    pub(crate) fn became_eligible(&self, upstream: &Upstream, why: &str) {
-        tracing::info!(backend = %upstream.name, "back in the pool: {why}");
-    }
-
     /// A check of `upstream` passed or failed (`last` says how): counts it,
     /// and after `fall` failures in a row takes it out, after `rise`
     /// passes in a row lets it back. `None` when it has left the pool.
@@ -335,6 +334,8 @@ impl State {
     ) -> Option<Moved> {
         let mut f = Some(f);
         let mut outcome = None;
+        let slow_start = self.config.slow_start;
+        let mut ramping = None;
         let _ = self.pool.change_with(&upstream.name, |backend| {
             let mut inner = upstream.control.lock();
             let was_out = inner.is_out();
@@ -350,9 +351,17 @@ impl State {
                 (true, false) => Moved::Back,
                 _ => Moved::Stayed,
             };
+            // Eased in from the step that brings it back: no request
+            // finds it at its whole weight in between.
+            let ramp = (moved == Moved::Back && !slow_start.is_zero()).then(|| {
+                inner.ramp_epoch += 1;
+                ramping = Some((Arc::clone(backend.payload()), inner.ramp_epoch));
+                FIRST_RAMP
+            });
             outcome = Some((Some(moved), why));
             (backend.healthy() == out).then(|| BackendChange {
                 healthy: Some(!out),
+                ramp,
                 ..BackendChange::default()
             })
         });
@@ -367,7 +376,9 @@ impl State {
             (Some(Moved::Out), Some(why)) => {
                 tracing::warn!(backend = %name, "out of the pool: {why}");
             }
-            (Some(Moved::Back), Some(why)) => self.became_eligible(upstream, &why),
+            (Some(Moved::Back), Some(why)) => {
+                tracing::info!(backend = %name, "back in the pool: {why}");
+            }
             (Some(Moved::Stayed), Some(why)) => {
                 let reasons = upstream.control.reasons();
                 if reasons.contains(&why) {
@@ -379,8 +390,55 @@ impl State {
             }
             _ => {}
         }
+        if let Some((upstream, epoch)) = ramping {
+            tracing::info!(
+                backend = %name,
+                "slow start: from {FIRST_RAMP}% of its weight to all of it over {slow_start:?}"
+            );
+            ramp_up(self.pool.clone(), upstream, epoch, slow_start);
+        }
         moved
     }
+}
+
+/// The percent of its weight a backend has when a slow start begins; the
+/// ramp then grows by as much at each of [`RAMP_STEPS`] steps.
+pub const FIRST_RAMP: u8 = 5;
+
+/// Steps from [`FIRST_RAMP`] to the whole weight.
+const RAMP_STEPS: u32 = (FULL_RAMP / FIRST_RAMP) as u32 - 1;
+
+/// Steps `upstream`'s ramp from [`FIRST_RAMP`] up to 100 in equal steps
+/// over `over`, on a task of its own, through the pool (so that a record
+/// of the engine's decisions has every step). It stops early, leaving the
+/// ramp where it is, when the backend goes out again (it starts anew when
+/// it comes back), leaves the pool, or begins another slow start
+/// (`epoch` is no longer its latest). Holds neither the proxy's state nor
+/// its connections: it never keeps a stopping proxy waiting.
+fn ramp_up(pool: SharedPool<Arc<Upstream>>, upstream: Arc<Upstream>, epoch: u64, over: Duration) {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let step = over / RAMP_STEPS;
+        for n in 1..=RAMP_STEPS {
+            tokio::time::sleep_until(start + step * n).await;
+            // Whole numbers: 5 × 20 is exactly 100 at the last step.
+            let ramp = FIRST_RAMP * (n as u8 + 1);
+            let stepped = pool.change_with(&upstream.name, |backend| {
+                let ours = Arc::ptr_eq(backend.payload(), &upstream)
+                    && backend.healthy()
+                    && upstream.control.lock().ramp_epoch == epoch;
+                ours.then(|| BackendChange {
+                    ramp: Some(ramp),
+                    ..BackendChange::default()
+                })
+            });
+            if !matches!(stepped, Ok(Some(_))) {
+                tracing::debug!(backend = %upstream.name, "slow start stopped at step {n}");
+                return;
+            }
+        }
+        tracing::info!(backend = %upstream.name, "slow start over: all of its weight");
+    });
 }
 
 /// `health check: 3 consecutive failures, last: GET /health answered 500`.

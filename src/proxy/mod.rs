@@ -16,12 +16,14 @@
 //! - `body`: the response body that ends the lease when it ends.
 //! - `upstream`: a backend's address, idle connections and failures.
 //! - `control`: why a backend is out of the pool (its checks, passive
-//!   failures, an operator), and the one place that takes it out and
-//!   brings it back.
+//!   failures, an operator), the one place that takes it out and brings it
+//!   back, and the slow start that eases it in.
 //! - `health`: active health checks, a task per checked backend.
 //! - `admin`: `GET /stats` on the admin listener.
 //! - `idle`: the client connection's inactivity timeout, and the raw
 //!   request heads kept to check what hyper does not show.
+//! - `record`: `--record`, every decision of the engine written as the
+//!   node's messages and replies, for `leastconn replay` to check.
 //!
 //! This module itself runs the listeners, the workers and graceful
 //! shutdown.
@@ -34,6 +36,7 @@ mod forward;
 mod headers;
 mod health;
 mod idle;
+mod record;
 mod upstream;
 
 pub use config::{Config, Settings};
@@ -157,6 +160,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (spec, Arc::clone(upstream))
     });
     let pool = SharedPool::new(Pool::with_payloads(backends, policy)?);
+    // Set before anything can change the pool: the record starts with it.
+    let recorder = match &config.record {
+        Some(paths) => {
+            let (recorder, journal) = pool.read(|p| record::Recorder::start(paths, p))?;
+            pool.set_journal(journal);
+            tokio::spawn(flush_now_and_then(pool.clone()));
+            Some(recorder)
+        }
+        None => None,
+    };
+    let journaled = pool.clone();
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
     let (stop, stopping) = watch::channel(false);
     let state = Arc::new(State {
@@ -217,7 +231,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(_) => tracing::info!("all requests finished"),
         Err(_) => tracing::warn!("the grace period ended with requests still in flight"),
     }
+    if let Some(recorder) = recorder {
+        // Dropped, the journal hands its last lines over.
+        drop(journaled.take_journal());
+        recorder.finish();
+    }
     Ok(())
+}
+
+/// Has the journal pass its lines on every so often, so that a record is
+/// never far behind even when traffic is light.
+async fn flush_now_and_then(pool: SharedPool<Arc<Upstream>>) {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        pool.flush_journal();
+    }
 }
 
 /// Serves one client connection until it closes, or, once the proxy is
