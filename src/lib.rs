@@ -71,10 +71,12 @@
 //!   `proxy::body` the response body that ends the lease,
 //!   `proxy::upstream` a backend's connections and failures,
 //!   `proxy::control` why a backend is out of the pool (its checks,
-//!   passive failures, an operator) and the one place that takes it out
-//!   and brings it back, `proxy::health` the active health checks,
-//!   `proxy::admin` `GET /stats`, `proxy::idle` the client connection's
-//!   inactivity timeout and the raw input kept for the framing check.
+//!   passive failures, an operator), the one place that takes it out
+//!   and brings it back, and the slow start that eases it in,
+//!   `proxy::health` the active health checks, `proxy::admin` `GET
+//!   /stats`, `proxy::idle` the client connection's inactivity timeout and
+//!   the raw input kept for the framing check, `proxy::record` the record
+//!   of every decision (`--record`) as the node's messages and replies.
 //! - `layers`: the `settings!` macro that declares a struct of optional
 //!   settings once, for flags and files, with how one layer overrides
 //!   another (the simulator's and the proxy's).
