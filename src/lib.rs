@@ -73,7 +73,10 @@
 //!   `proxy::control` why a backend is out of the pool (its checks,
 //!   passive failures, an operator) and the one place that takes it out
 //!   and brings it back, `proxy::health` the active health checks,
-//!   `proxy::admin` `GET /stats`, `proxy::idle` the client connection's
+//!   `proxy::admin` the admin listener and its `GET /stats`,
+//!   `proxy::metrics` `GET /metrics` (Prometheus' text format) and the
+//!   backends' response-time histograms, `proxy::dashboard` `GET /` (a
+//!   page showing `/stats` live), `proxy::idle` the client connection's
 //!   inactivity timeout and the raw input kept for the framing check.
 //! - `layers`: the `settings!` macro that declares a struct of optional
 //!   settings once, for flags and files, with how one layer overrides
