@@ -8,12 +8,25 @@ mod common;
 
 use bytes::Bytes;
 use common::proxy::{
-    get, read, send, within, Backend, Behaviour, Client, Close, Gate, Proxy, WAIT,
+    full_pool, get, read, send, within, Backend, Behaviour, Client, Close, Proxy, WAIT,
 };
 use http_body_util::Empty;
 use hyper::Request;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+// The families the tests look at.
+const ACTIVE: &str = "leastconn_backend_active_requests";
+const REQUESTS: &str = "leastconn_backend_requests_total";
+const FAILURES: &str = "leastconn_backend_failures_total";
+const HEALTHY: &str = "leastconn_backend_healthy";
+const WEIGHT: &str = "leastconn_backend_weight";
+const QUEUED: &str = "leastconn_queue_length";
+const REJECTED: &str = "leastconn_rejected_requests_total";
+const RETRIES: &str = "leastconn_retries_total";
+/// The response-time histogram's count and sum.
+const COUNT: &str = "leastconn_backend_response_seconds_count";
+const SUM: &str = "leastconn_backend_response_seconds_sum";
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -307,6 +320,20 @@ impl Metrics {
         self.count(name, &Labels::new())
     }
 
+    /// Asserts the value of each of `expected`'s families for `backend`.
+    fn assert_backend(&self, backend: &Backend, expected: &[(&str, u64)]) {
+        for &(name, value) in expected {
+            assert_eq!(self.of(name, backend), value, "{name} of {}", backend.name);
+        }
+    }
+
+    /// Asserts the value of each of `expected`'s pool-wide families.
+    fn assert_pool(&self, expected: &[(&str, u64)]) {
+        for &(name, value) in expected {
+            assert_eq!(self.pool(name), value, "{name}");
+        }
+    }
+
     /// The backends' label sets, in the order of the first family.
     fn backends(&self) -> Vec<Labels> {
         let family = self.family(FAMILIES[0].0);
@@ -365,36 +392,18 @@ async fn agree_with_stats(proxy: &Proxy, metrics: &Metrics, backends: &[&Backend
     let stats = proxy.stats().await;
     for backend in backends {
         let name = backend.name.as_str();
+        assert_eq!(metrics.of(ACTIVE, backend), stats.active(name));
+        assert_eq!(metrics.of(REQUESTS, backend), stats.requests(name));
+        assert_eq!(metrics.of(FAILURES, backend), stats.get(name, "failed"));
+        assert_eq!(metrics.of(HEALTHY, backend), u64::from(stats.healthy(name)));
+        assert_eq!(metrics.of(WEIGHT, backend), stats.get(name, "weight"));
         assert_eq!(
-            metrics.of("leastconn_backend_active_requests", backend),
-            stats.active(name)
-        );
-        assert_eq!(
-            metrics.of("leastconn_backend_requests_total", backend),
-            stats.requests(name)
-        );
-        assert_eq!(
-            metrics.of("leastconn_backend_failures_total", backend),
-            stats.get(name, "failed")
-        );
-        assert_eq!(
-            metrics.of("leastconn_backend_healthy", backend),
-            u64::from(stats.healthy(name))
-        );
-        assert_eq!(
-            metrics.of("leastconn_backend_weight", backend),
-            stats.get(name, "weight")
-        );
-        assert_eq!(
-            metrics.of("leastconn_backend_response_seconds_count", backend),
+            metrics.of(COUNT, backend),
             backend.answered() as u64,
             "{name}"
         );
     }
-    assert_eq!(
-        metrics.pool("leastconn_rejected_requests_total"),
-        stats.rejected()
-    );
+    assert_eq!(metrics.pool(REJECTED), stats.rejected());
     let mut listed = metrics.backends();
     listed.sort();
     let mut expected: Vec<Labels> = backends.iter().map(|b| labels(b)).collect();
@@ -412,12 +421,7 @@ async fn metrics_after_a_known_load_are_exact_and_agree_with_stats() {
     let proxy = Proxy::start(&[refused.spec(), a.spec(), odd.spec_with("weight=2")], &[]);
     let before = metrics(&proxy).await;
     for backend in [&refused, &a, &odd] {
-        assert_eq!(before.of("leastconn_backend_requests_total", backend), 0);
-        assert_eq!(before.of("leastconn_backend_healthy", backend), 1);
-        assert_eq!(
-            before.of("leastconn_backend_response_seconds_count", backend),
-            0
-        );
+        before.assert_backend(backend, &[(REQUESTS, 0), (HEALTHY, 1), (COUNT, 0)]);
     }
     // The first request is tried on `refused` first (every count is 0 and
     // ties rotate from the first), then on another; `refused` is then out.
@@ -427,33 +431,26 @@ async fn metrics_after_a_known_load_are_exact_and_agree_with_stats() {
         .await;
     let after = metrics(&proxy).await;
     agree_with_stats(&proxy, &after, &[&refused, &a, &odd]).await;
-    assert_eq!(after.of("leastconn_backend_requests_total", &refused), 1);
-    assert_eq!(after.of("leastconn_backend_failures_total", &refused), 1);
-    assert_eq!(after.of("leastconn_backend_healthy", &refused), 0);
-    assert_eq!(
-        after.of("leastconn_backend_response_seconds_count", &refused),
-        0
+    after.assert_backend(
+        &refused,
+        &[(REQUESTS, 1), (FAILURES, 1), (HEALTHY, 0), (COUNT, 0)],
     );
     let (on_a, on_odd) = (a.answered() as u64, odd.answered() as u64);
     assert_eq!(on_a + on_odd, 30);
-    for (backend, answered) in [(&a, on_a), (&odd, on_odd)] {
-        assert_eq!(
-            after.of("leastconn_backend_requests_total", backend),
-            answered
-        );
-        assert_eq!(after.of("leastconn_backend_failures_total", backend), 0);
-        assert_eq!(after.of("leastconn_backend_healthy", backend), 1);
-        assert_eq!(after.of("leastconn_backend_active_requests", backend), 0);
-        assert_eq!(
-            after.of("leastconn_backend_response_seconds_count", backend),
-            answered
+    for (backend, answered, weight) in [(&a, on_a, 1), (&odd, on_odd, 2)] {
+        after.assert_backend(
+            backend,
+            &[
+                (REQUESTS, answered),
+                (FAILURES, 0),
+                (HEALTHY, 1),
+                (ACTIVE, 0),
+                (COUNT, answered),
+                (WEIGHT, weight),
+            ],
         );
     }
-    assert_eq!(after.of("leastconn_backend_weight", &a), 1);
-    assert_eq!(after.of("leastconn_backend_weight", &odd), 2);
-    assert_eq!(after.pool("leastconn_retries_total"), 1);
-    assert_eq!(after.pool("leastconn_rejected_requests_total"), 0);
-    assert_eq!(after.pool("leastconn_queue_length"), 0);
+    after.assert_pool(&[(RETRIES, 1), (REJECTED, 0), (QUEUED, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,21 +472,12 @@ async fn a_stopped_backend_counts_one_failure_and_one_retry() {
         .await;
     let metrics = metrics(&proxy).await;
     agree_with_stats(&proxy, &metrics, &[&stopping, &a]).await;
-    assert_eq!(metrics.of("leastconn_backend_requests_total", &stopping), 3);
-    assert_eq!(metrics.of("leastconn_backend_failures_total", &stopping), 1);
-    assert_eq!(metrics.of("leastconn_backend_healthy", &stopping), 0);
-    assert_eq!(
-        metrics.of("leastconn_backend_response_seconds_count", &stopping),
-        2
+    metrics.assert_backend(
+        &stopping,
+        &[(REQUESTS, 3), (FAILURES, 1), (HEALTHY, 0), (COUNT, 2)],
     );
-    assert_eq!(metrics.of("leastconn_backend_requests_total", &a), 6);
-    assert_eq!(metrics.of("leastconn_backend_failures_total", &a), 0);
-    assert_eq!(
-        metrics.of("leastconn_backend_response_seconds_count", &a),
-        6
-    );
-    assert_eq!(metrics.pool("leastconn_retries_total"), 1);
-    assert_eq!(metrics.pool("leastconn_rejected_requests_total"), 0);
+    metrics.assert_backend(&a, &[(REQUESTS, 6), (FAILURES, 0), (COUNT, 6)]);
+    metrics.assert_pool(&[(RETRIES, 1), (REJECTED, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,37 +492,27 @@ async fn a_pool_refusing_everything_counts_failures_retries_and_rejections() {
     let metrics = metrics(&proxy).await;
     agree_with_stats(&proxy, &metrics, &[&r1, &r2]).await;
     for r in [&r1, &r2] {
-        assert_eq!(metrics.of("leastconn_backend_requests_total", r), 1);
-        assert_eq!(metrics.of("leastconn_backend_failures_total", r), 1);
-        assert_eq!(metrics.of("leastconn_backend_healthy", r), 0);
-        assert_eq!(metrics.of("leastconn_backend_active_requests", r), 0);
-        assert_eq!(metrics.of("leastconn_backend_response_seconds_count", r), 0);
-        assert_eq!(metrics.of("leastconn_backend_response_seconds_sum", r), 0);
+        metrics.assert_backend(
+            r,
+            &[
+                (REQUESTS, 1),
+                (FAILURES, 1),
+                (HEALTHY, 0),
+                (ACTIVE, 0),
+                (COUNT, 0),
+                (SUM, 0),
+            ],
+        );
     }
-    assert_eq!(metrics.pool("leastconn_retries_total"), 1);
-    assert_eq!(metrics.pool("leastconn_rejected_requests_total"), 2);
+    metrics.assert_pool(&[(RETRIES, 1), (REJECTED, 2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_and_active_gauges_show_a_full_backend_and_its_waiting_request() {
-    let gate = Gate::new();
-    let only = Backend::start("only", Behaviour::Gated(gate.clone())).await;
-    let proxy = Proxy::start(&[only.spec_with("max=1")], &[]);
-    let first = tokio::spawn(get(proxy.address, "/"));
-    proxy
-        .stats_when("the first request held", |s| s.active("only") == 1)
-        .await;
+    let (gate, only, proxy, first) = full_pool(&[]).await;
     let second = tokio::spawn(get(proxy.address, "/"));
-    let held = metrics_when(&proxy, "the second request queued", |m| {
-        m.pool("leastconn_queue_length") == 1
-    })
-    .await;
-    assert_eq!(held.of("leastconn_backend_active_requests", &only), 1);
-    assert_eq!(held.of("leastconn_backend_requests_total", &only), 1);
-    assert_eq!(
-        held.of("leastconn_backend_response_seconds_count", &only),
-        0
-    );
+    let held = metrics_when(&proxy, "the second request queued", |m| m.pool(QUEUED) == 1).await;
+    held.assert_backend(&only, &[(ACTIVE, 1), (REQUESTS, 1), (COUNT, 0)]);
     gate.open();
     for task in [first, second] {
         let answer = within("a held request", task).await.expect("no panic");
@@ -545,14 +523,9 @@ async fn the_queue_and_active_gauges_show_a_full_backend_and_its_waiting_request
         .await;
     let after = metrics(&proxy).await;
     agree_with_stats(&proxy, &after, &[&only]).await;
-    assert_eq!(after.pool("leastconn_queue_length"), 0);
-    assert_eq!(after.of("leastconn_backend_requests_total", &only), 2);
-    assert_eq!(
-        after.of("leastconn_backend_response_seconds_count", &only),
-        2
-    );
-    assert_eq!(after.pool("leastconn_rejected_requests_total"), 0);
-    assert_eq!(after.pool("leastconn_retries_total"), 0);
+    assert_eq!(after.pool(QUEUED), 0);
+    after.assert_backend(&only, &[(REQUESTS, 2), (COUNT, 2)]);
+    after.assert_pool(&[(REJECTED, 0), (RETRIES, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,10 +597,5 @@ async fn unknown_paths_get_404_naming_each_path_and_other_methods_405() {
     }
     // The listener still answers: nothing above was taken for a backend's.
     assert_eq!(a.arrived(), 0);
-    assert_eq!(
-        metrics(&proxy)
-            .await
-            .pool("leastconn_rejected_requests_total"),
-        0
-    );
+    assert_eq!(metrics(&proxy).await.pool(REJECTED), 0);
 }
