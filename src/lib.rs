@@ -73,8 +73,11 @@
 //!   `proxy::control` why a backend is out of the pool (its checks,
 //!   passive failures, an operator), the one place that takes it out
 //!   and brings it back, and the slow start that eases it in,
-//!   `proxy::health` the active health checks, `proxy::admin` `GET
-//!   /stats`, `proxy::idle` the client connection's inactivity timeout and
+//!   `proxy::health` the active health checks, `proxy::admin` the admin
+//!   listener and its `GET /stats`, `proxy::metrics` `GET /metrics`
+//!   (Prometheus' text format) and the backends' response-time
+//!   histograms, `proxy::dashboard` `GET /` (a page showing `/stats`
+//!   live), `proxy::idle` the client connection's inactivity timeout and
 //!   the raw input kept for the framing check, `proxy::record` the record
 //!   of every decision (`--record`) as the node's messages and replies.
 //! - `layers`: the `settings!` macro that declares a struct of optional

@@ -6,8 +6,8 @@
 mod common;
 
 use common::proxy::{
-    get, raw, read, read_head, read_response, send, status_of, within, Backend, Behaviour, Client,
-    Close, Gate, Generated, Proxy, WAIT,
+    full_pool, get, raw, read, read_head, read_response, send, status_of, within, Backend,
+    Behaviour, Client, Close, Gate, Generated, Proxy, WAIT,
 };
 use common::{peak_kib, Running};
 use hyper::Request;
@@ -322,13 +322,7 @@ async fn a_pool_with_every_backend_drained_gives_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_queues_a_request_until_room_is_made() {
-    let gate = Gate::new();
-    let only = Backend::start("only", Behaviour::Gated(gate.clone())).await;
-    let proxy = Proxy::start(&[only.spec_with("max=1")], &[]);
-    let first = tokio::spawn(get(proxy.address, "/"));
-    proxy
-        .stats_when("the first request held", |s| s.active("only") == 1)
-        .await;
+    let (gate, only, proxy, first) = full_pool(&[]).await;
     let mut second = tokio::spawn(get(proxy.address, "/"));
     // Nothing shows a queued request; that it is still unanswered after a
     // while, and never reached the backend, shows that it waits.
@@ -382,13 +376,7 @@ async fn a_full_pool_without_a_queue_or_past_the_queue_timeout_gives_503() {
             Duration::from_secs(3),
         ),
     ] {
-        let gate = Gate::new();
-        let only = Backend::start("only", Behaviour::Gated(gate.clone())).await;
-        let proxy = Proxy::start(&[only.spec_with("max=1")], &flags);
-        let first = tokio::spawn(get(proxy.address, "/"));
-        proxy
-            .stats_when("the first request held", |s| s.active("only") == 1)
-            .await;
+        let (gate, only, proxy, first) = full_pool(&flags).await;
         let started = Instant::now();
         let answer = get(proxy.address, "/").await;
         let took = started.elapsed();

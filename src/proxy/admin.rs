@@ -63,9 +63,19 @@ async fn answer(
             StatusCode::METHOD_NOT_ALLOWED,
             b"{\"error\":\"GET /stats\"}".to_vec(),
         ),
+        (&Method::GET, "/metrics") => return Ok(super::metrics::response(&state)),
+        (_, "/metrics") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"{\"error\":\"GET /metrics\"}".to_vec(),
+        ),
+        (&Method::GET, "/") => return Ok(super::dashboard::response()),
+        (_, "/") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"{\"error\":\"GET /\"}".to_vec(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
-            b"{\"error\":\"not found: GET /stats\"}".to_vec(),
+            b"{\"error\":\"not found: GET /, GET /stats, GET /metrics\"}".to_vec(),
         ),
     };
     let mut response = Response::new(Reply::Own(http_body_util::Full::new(body.into())));

@@ -12,6 +12,8 @@ use super::Held;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,6 +123,20 @@ impl Reply {
     pub fn empty() -> Reply {
         Reply::Own(Full::new(Bytes::new()))
     }
+
+    /// A response of the proxy's own with this status, type and body.
+    pub fn response(
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Response<Reply> {
+        let mut response = Response::new(Reply::Own(Full::new(body.into())));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
 }
 
 /// A backend's response body, and what ends with it.
@@ -168,7 +184,8 @@ impl Relay {
             upstream.give_back(end.connection);
         }
         if read_all || failed {
-            end.held.record(end.ok && !failed, end.started.elapsed());
+            end.held
+                .record_response(end.ok && !failed, end.started.elapsed());
         }
         // Dropping `end.held` here gives the count back.
     }

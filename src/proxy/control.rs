@@ -510,6 +510,7 @@ pub(super) mod testing {
             config,
             released: Notify::new(),
             queued: AtomicUsize::new(0),
+            retries: Default::default(),
             stopping,
             tasks,
         };

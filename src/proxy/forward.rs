@@ -91,6 +91,9 @@ async fn forward(
             }
             Err(refusal) => return refusal.response(state),
         };
+        if !tried.is_empty() {
+            state.retries.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(lease) = held.lease.as_ref() else {
             return answer(StatusCode::BAD_GATEWAY, "no backend".into());
         };

@@ -19,7 +19,10 @@
 //!   failures, an operator), the one place that takes it out and brings it
 //!   back, and the slow start that eases it in.
 //! - `health`: active health checks, a task per checked backend.
-//! - `admin`: `GET /stats` on the admin listener.
+//! - `admin`: the admin listener: `GET /stats`, and the paths below.
+//! - `metrics`: `GET /metrics`, the pool in Prometheus' text format, and
+//!   the response-time histogram each backend keeps.
+//! - `dashboard`: `GET /`, a page that shows `/stats` live.
 //! - `idle`: the client connection's inactivity timeout, and the raw
 //!   request heads kept to check what hyper does not show.
 //! - `record`: `--record`, every decision of the engine written as the
@@ -32,10 +35,12 @@ mod admin;
 mod body;
 pub mod config;
 mod control;
+mod dashboard;
 mod forward;
 mod headers;
 mod health;
 mod idle;
+mod metrics;
 mod record;
 mod upstream;
 
@@ -46,7 +51,7 @@ use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -61,6 +66,8 @@ pub(crate) struct State {
     released: Notify,
     /// Requests waiting in the queue now.
     queued: AtomicUsize,
+    /// Requests tried again on another backend, for `/metrics`.
+    retries: AtomicU64,
     /// Becomes true when the proxy stops.
     stopping: watch::Receiver<bool>,
     /// Never sent on: shutdown waits for the state, and so this sender, to
@@ -90,6 +97,15 @@ impl Held {
         if !ok {
             self.state.failed(lease.payload());
         }
+    }
+
+    /// Records how a request that got a response went, its time in the
+    /// backend's histogram too.
+    fn record_response(&mut self, ok: bool, duration: Duration) {
+        if let Some(upstream) = self.upstream() {
+            upstream.response_times.observe(duration);
+        }
+        self.record(ok, duration);
     }
 }
 
@@ -178,6 +194,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config,
         released: Notify::new(),
         queued: AtomicUsize::new(0),
+        retries: AtomicU64::new(0),
         stopping: stopping.clone(),
         tasks,
     });

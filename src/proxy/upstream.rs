@@ -1,6 +1,6 @@
 //! A backend as the proxy reaches it: its address, a small pool of idle
-//! keep-alive connections, its recent failures, and why it is out of the
-//! pool, if it is (`control`).
+//! keep-alive connections, its recent failures, why it is out of the
+//! pool, if it is (`control`), and its response times (`metrics`).
 //!
 //! Connections are hyper's connection-level HTTP/1 client, one request at a
 //! time each: a request takes an idle connection or opens one (never both
@@ -11,6 +11,7 @@
 
 use super::body::ProxyBody;
 use super::control::Control;
+use super::metrics::Histogram;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
@@ -35,6 +36,8 @@ pub struct Upstream {
     failures: Mutex<VecDeque<Instant>>,
     /// Why it is out of the pool, and what its checks have seen.
     pub control: Control,
+    /// How long its relayed responses took, for `/metrics`.
+    pub response_times: Histogram,
 }
 
 /// Why no connection to a backend could be had.
@@ -73,6 +76,7 @@ impl Upstream {
             idle: Mutex::new(Vec::new()),
             failures: Mutex::new(VecDeque::new()),
             control: Control::default(),
+            response_times: Histogram::default(),
         }
     }
 

@@ -496,6 +496,20 @@ impl Body for Generated {
     }
 }
 
+/// A full pool: one backend, `only`, with a limit of 1 and answering once
+/// the gate opens, behind a proxy started with `flags`, and a first
+/// request held on it; returns once it is held.
+pub async fn full_pool(flags: &[&str]) -> (Gate, Backend, Proxy, JoinHandle<Answer>) {
+    let gate = Gate::new();
+    let only = Backend::start("only", Behaviour::Gated(gate.clone())).await;
+    let proxy = Proxy::start(&[only.spec_with("max=1")], flags);
+    let first = tokio::spawn(get(proxy.address, "/"));
+    proxy
+        .stats_when("the first request held", |s| s.active("only") == 1)
+        .await;
+    (gate, only, proxy, first)
+}
+
 /// The proxy under test, killed when dropped.
 pub struct Proxy {
     pub running: Running,
