@@ -10,6 +10,7 @@
 //! dropped.
 
 use super::body::ProxyBody;
+use super::config::HealthCheck;
 use super::control::Control;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 /// Idle connections kept per backend; more are closed when given back.
 const IDLE_PER_BACKEND: usize = 64;
@@ -35,6 +37,9 @@ pub struct Upstream {
     failures: Mutex<VecDeque<Instant>>,
     /// Why it is out of the pool, and what its checks have seen.
     pub control: Control,
+    /// Its checks' settings and task, while it is checked: a reload that
+    /// changes the settings replaces the task.
+    checking: Mutex<Option<(HealthCheck, AbortHandle)>>,
 }
 
 /// Why no connection to a backend could be had.
@@ -73,6 +78,7 @@ impl Upstream {
             idle: Mutex::new(Vec::new()),
             failures: Mutex::new(VecDeque::new()),
             control: Control::default(),
+            checking: Mutex::new(None),
         }
     }
 
@@ -118,6 +124,22 @@ impl Upstream {
             }
         });
         Ok(sender)
+    }
+
+    /// Its checks' settings, while it is checked.
+    pub fn checks(&self) -> Option<HealthCheck> {
+        lock(&self.checking)
+            .as_ref()
+            .map(|(check, _)| check.clone())
+    }
+
+    /// Records the checks now running (`None`: none), and stops the task
+    /// of those before.
+    pub fn replace_checks(&self, checking: Option<(HealthCheck, AbortHandle)>) {
+        let before = std::mem::replace(&mut *lock(&self.checking), checking);
+        if let Some((_, task)) = before {
+            task.abort();
+        }
     }
 
     /// Notes a failure now; returns how many fell within `window`.
