@@ -31,7 +31,8 @@
 //! - [`message`]: one module per message type (`init`, `http_request`,
 //!   `request_complete`, `add_backend`, `remove_backend`, `set_backend`,
 //!   `stats`), each with its parse, what it does to the node, and its
-//!   reply; the table in `message/mod.rs` dispatches on `type`.
+//!   reply; the table in `message/mod.rs` dispatches on `type`, and its
+//!   reading and reply writing serve the proxy's admin API too.
 //! - [`protocol`]: what all messages share: the wire format's
 //!   specification, the envelope, Maelstrom error codes, the body's fields
 //!   declared once and the check of each ([`protocol::fields`], read by
@@ -73,8 +74,11 @@
 //!   `proxy::control` why a backend is out of the pool (its checks,
 //!   passive failures, an operator) and the one place that takes it out
 //!   and brings it back, `proxy::health` the active health checks,
-//!   `proxy::admin` `GET /stats`, `proxy::idle` the client connection's
-//!   inactivity timeout and the raw input kept for the framing check.
+//!   `proxy::admin` the admin listener (`GET /stats`, `POST /messages`),
+//!   `proxy::runtime` changes to the running pool (the node's messages
+//!   from the admin API, drained removals, the reload on SIGHUP),
+//!   `proxy::idle` the client connection's inactivity timeout and the raw
+//!   input kept for the framing check.
 //! - `layers`: the `settings!` macro that declares a struct of optional
 //!   settings once, for flags and files, with how one layer overrides
 //!   another (the simulator's and the proxy's).

@@ -358,7 +358,7 @@ pub async fn reload(state: &Arc<State>) {
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
-            tracing::error!("reload of {path} failed, nothing changed: {e:#}");
+            tracing::error!("reload of {path} failed, nothing changed: {}", one_line(&e));
             return;
         }
     };
@@ -403,6 +403,22 @@ pub async fn reload(state: &Arc<State>) {
     for drain in drains {
         let _ = drain.await;
     }
+}
+
+/// An error on one line: a TOML error draws the line it is on, and a
+/// caret under the place, over several; those drawings go.
+fn one_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let drawn = |line: &str| {
+        let digits = line.trim_start_matches(|c: char| c.is_ascii_digit());
+        line.starts_with('|') || (digits.len() < line.len() && digits.starts_with(" |"))
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !drawn(line))
+        .collect();
+    lines.join("; ")
 }
 
 /// What a reload changes in the pool.
