@@ -464,7 +464,11 @@ async fn a_reload_adds_removes_and_reweights_and_counts_go_on() {
     logged(
         &proxy,
         &mut seen,
-        &["reload of", &path, "added c; removing b; changed a"],
+        &[
+            "reload of",
+            &path,
+            "added c; removing b; changed a (weight 1 to 3)",
+        ],
     )
     .await;
     logged(
@@ -546,4 +550,157 @@ async fn without_a_config_sighup_reloads_nothing_and_the_proxy_runs_on() {
     assert_eq!((answer.status, answer.text()), (200, "a"));
     proxy.terminate();
     assert_eq!(proxy.exit(WAIT).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_removal_past_the_grace_period_removes_the_backend_and_its_request_still_completes() {
+    let (gate_a, gate_b) = (Gate::new(), Gate::new());
+    let a = holding("a", &gate_a).await;
+    let b = holding("b", &gate_b).await;
+    let proxy = Proxy::start(
+        &[a.spec(), b.spec()],
+        &["--tie-break", "lowest-index", "--grace", "300ms"],
+    );
+    let held = hold(&proxy, "a", 1).await;
+    let started = Instant::now();
+    let remove = msg(r#"{"type":"remove_backend","msg_id":1,"backend":"a"}"#);
+    assert_eq!(
+        post(&proxy, &[&remove]).await,
+        [reply(
+            r#"{"type":"remove_backend_ok","in_reply_to":1,"backend":"a","active_connections":{"b":0}}"#
+        )]
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(!held.is_finished());
+    let mut seen = Vec::new();
+    logged(
+        &proxy,
+        &mut seen,
+        &["1 requests still in flight after --grace 300ms: removed all the same"],
+    )
+    .await;
+    gate_a.open();
+    let answer = within("the held request", held).await.expect("joined");
+    assert_eq!((answer.status, answer.text()), (200, "a"));
+    // Its end counted nowhere: b's count is its own.
+    let stats = proxy.stats().await;
+    assert_eq!(stats.0["backends"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stats.active("b"), 0);
+    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "b");
+    gate_b.open();
+}
+
+#[tokio::test]
+async fn a_backend_added_at_run_time_is_checked_as_the_pool_says() {
+    let (ok, failing) = (Health::new(200), Health::new(500));
+    let a = Backend::start("a", Behaviour::checked("/health", &ok, Behaviour::Fast)).await;
+    let c = Backend::start(
+        "c",
+        Behaviour::checked("/health", &failing, Behaviour::Fast),
+    )
+    .await;
+    let proxy = Proxy::start(
+        &[a.spec()],
+        &["--health-interval", "50ms", "--health-fall", "1"],
+    );
+    let add = msg(&format!(
+        r#"{{"type":"add_backend","msg_id":1,"backend":"c","address":"{}","max_connections":3}}"#,
+        c.address
+    ));
+    assert_eq!(
+        post(&proxy, &[&add]).await,
+        [reply(
+            r#"{"type":"add_backend_ok","in_reply_to":1,"backend":"c","active_connections":{"a":0,"c":0}}"#
+        )]
+    );
+    let stats = proxy.stats_when("c out", |s| !s.healthy("c")).await;
+    assert_eq!(
+        stats.down("c"),
+        ["health check: 1 consecutive failure, last: GET /health answered 500"]
+    );
+    assert_eq!(stats.backend("c")["max_connections"], 3);
+    assert!(c.arrivals("/health") >= 1);
+    assert!(stats.healthy("a"));
+}
+
+#[tokio::test]
+async fn a_reload_moves_an_address_after_draining_and_restarts_changed_checks() {
+    let gate = Gate::new();
+    let old = holding("old", &gate).await;
+    let new = Backend::start("new", Behaviour::Fast).await;
+    let failing = Health::new(500);
+    let b = Backend::start(
+        "b",
+        Behaviour::checked("/health", &failing, Behaviour::Fast),
+    )
+    .await;
+    let dir = common::tempdir("proxy-reload-moves");
+    let file = dir.join("proxy.toml");
+    let tie = "tie-break = \"lowest-index\"";
+    let b_checked = format!(
+        "[[backend]]\nname = \"b\"\naddress = \"{}\"\nhealth-check = true\nhealth-interval = \"50ms\"\nhealth-fall = 1\n",
+        b.address
+    );
+    std::fs::write(
+        &file,
+        config(tie, &[("a", old.address, 1), ("b", b.address, 1)]),
+    )
+    .expect("written");
+    let args: Vec<String> = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--config",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([file.display().to_string()])
+    .collect();
+    let proxy = Proxy::start_with(&args);
+    let held = hold(&proxy, "a", 1).await;
+    // a moves to another address; b's checks come on.
+    let text = config(tie, &[("a", new.address, 1)]) + &b_checked;
+    std::fs::write(&file, text).expect("rewritten");
+    hang_up(&proxy);
+    let mut seen = Vec::new();
+    logged(
+        &proxy,
+        &mut seen,
+        &["reload of", "changed b (checks); new address for a"],
+    )
+    .await;
+    // The old a drains: weight 0, its request still counted.
+    let stats = proxy
+        .stats_when("old a drained, b checked out", |s| {
+            s.get("a", "weight") == 0 && !s.healthy("b")
+        })
+        .await;
+    assert_eq!(stats.active("a"), 1);
+    assert_eq!(stats.backend("a")["address"], old.address.to_string());
+    assert_eq!(
+        stats.down("b"),
+        ["health check: 1 consecutive failure, last: GET /health answered 500"]
+    );
+    gate.open();
+    let answer = within("the held request", held).await.expect("joined");
+    assert_eq!((answer.status, answer.text()), (200, "old"));
+    let stats = proxy
+        .stats_when("a at its new address", |s| {
+            s.backend("a")["address"] == new.address.to_string()
+        })
+        .await;
+    assert_eq!((stats.active("a"), stats.get("a", "weight")), (0, 1));
+    let answer = get(proxy.address, "/").await;
+    assert_eq!((answer.status, answer.text()), (200, "new"));
+    // b's checks off again: back in, and no checks shown.
+    let text = config(tie, &[("a", new.address, 1), ("b", b.address, 1)]);
+    std::fs::write(&file, text).expect("rewritten");
+    hang_up(&proxy);
+    logged(&proxy, &mut seen, &["reload of", "changed b (checks)"]).await;
+    let stats = proxy.stats_when("b back", |s| s.healthy("b")).await;
+    assert_eq!(stats.down("b"), Vec::<String>::new());
+    assert_eq!(stats.backend("b").get("check"), None);
+    let _ = std::fs::remove_dir_all(&dir);
 }

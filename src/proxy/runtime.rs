@@ -309,7 +309,8 @@ async fn drain(state: &State, upstream: &Arc<Upstream>) -> Result<(), EngineErro
             .pool
             .read(|pool| pool.get(name).filter(|b| ours(b)).map(|b| b.active()))
             .ok_or_else(|| EngineError::UnknownBackend(name.clone()))?;
-        if active == 0 {
+        // A stopping proxy has its own wait for requests in flight.
+        if active == 0 || *state.stopping.borrow() {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -375,7 +376,7 @@ pub async fn reload(state: &Arc<State>) {
     for backend in &plan.added {
         add_configured(state, backend);
     }
-    for (upstream, backend) in &plan.changed {
+    for (upstream, backend, _) in &plan.changed {
         change_configured(state, upstream, backend);
     }
     // Drained side by side; a new address is added once the old is gone.
@@ -426,8 +427,9 @@ fn one_line(e: &anyhow::Error) -> String {
 struct Plan {
     added: Vec<Backend>,
     removed: Vec<Arc<Upstream>>,
-    /// Same name and address, and a new weight, limit or checks.
-    changed: Vec<(Arc<Upstream>, Backend)>,
+    /// Same name and address, and a new weight, limit or checks; and
+    /// what changed, as `a (weight 1 to 3)`.
+    changed: Vec<(Arc<Upstream>, Backend, String)>,
     /// Same name, another address.
     moved: Vec<(Arc<Upstream>, Backend)>,
 }
@@ -448,11 +450,21 @@ impl Plan {
                     plan.moved.push((Arc::clone(u), backend.clone()))
                 }
                 Some((u, weight, max)) => {
-                    let same = *weight == backend.weight
-                        && *max == backend.max_connections
-                        && u.checks() == backend.health;
-                    if !same {
-                        plan.changed.push((Arc::clone(u), backend.clone()));
+                    let limit = |max: Option<u64>| max.map_or("none".to_owned(), |m| m.to_string());
+                    let what: Vec<String> = [
+                        (*weight != backend.weight)
+                            .then(|| format!("weight {weight} to {}", backend.weight)),
+                        (*max != backend.max_connections).then(|| {
+                            format!("max {} to {}", limit(*max), limit(backend.max_connections))
+                        }),
+                        (u.checks() != backend.health).then(|| "checks".to_owned()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                    if !what.is_empty() {
+                        let what = format!("{} ({})", u.name, what.join(", "));
+                        plan.changed.push((Arc::clone(u), backend.clone(), what));
                     }
                 }
             }
@@ -465,7 +477,8 @@ impl Plan {
         plan
     }
 
-    /// `added c; removing b; changed a; new address d`, or that nothing
+    /// `added c; removing b; changed a (weight 1 to 3); new address for
+    /// d`, or that nothing
     /// changed.
     fn summary(&self) -> String {
         let names = |what: &str, names: Vec<&str>| {
@@ -476,7 +489,7 @@ impl Plan {
             names("removing", self.removed.iter().map(|u| &*u.name).collect()),
             names(
                 "changed",
-                self.changed.iter().map(|(u, _)| &*u.name).collect(),
+                self.changed.iter().map(|(.., what)| &**what).collect(),
             ),
             names(
                 "new address for",
