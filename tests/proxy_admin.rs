@@ -12,7 +12,8 @@ mod common;
 
 use bytes::Bytes;
 use common::proxy::{
-    get, read, send, within, Answer, Backend, Behaviour, Client, Gate, Health, Proxy, WAIT,
+    get, logged, read, send, within, Answer, Backend, Behaviour, Client, Gate, Health, Proxy,
+    Stats, WAIT,
 };
 use http_body_util::Full;
 use hyper::Request;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 /// `POST path` with `body` to the admin listener.
 async fn post_to(admin: SocketAddr, path: &str, body: impl Into<Bytes>) -> Answer {
@@ -48,26 +50,37 @@ fn reply(body: &str) -> String {
     format!(r#"{{"src":"lb","dest":"ops","body":{body}}}"#)
 }
 
-/// Waits until `proxy` has logged a line containing every one of `parts`;
-/// that line. Lines read go to `seen`.
-async fn logged(proxy: &Proxy, seen: &mut Vec<String>, parts: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    let mut at = 0;
-    loop {
-        seen.extend(proxy.log());
-        if let Some(line) = seen[at..]
-            .iter()
-            .find(|line| parts.iter().all(|part| line.contains(part)))
-        {
-            return line.clone();
-        }
-        at = seen.len();
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {parts:?} within {WAIT:?}; the log: {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Posts one message; its one reply line.
+async fn ask(proxy: &Proxy, message: &str) -> String {
+    let mut lines = post(proxy, &[message]).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines.remove(0)
+}
+
+/// Two backends that hold requests (see [`holding`]), `a` and `b`, their
+/// gates, and a proxy over them, with `extra` flags, breaking ties by
+/// lowest index.
+async fn pair(extra: &[&str]) -> (Backend, Backend, Gate, Gate, Proxy) {
+    let (gate_a, gate_b) = (Gate::new(), Gate::new());
+    let a = holding("a", &gate_a).await;
+    let b = holding("b", &gate_b).await;
+    let mut flags = vec!["--tie-break", "lowest-index"];
+    flags.extend(extra);
+    let proxy = Proxy::start(&[a.spec(), b.spec()], &flags);
+    (a, b, gate_a, gate_b, proxy)
+}
+
+/// Holds a request on `a` and then one on `b`: equally loaded, `a` goes
+/// first by the tie-break. The held requests.
+async fn held_on_both(
+    proxy: &Proxy,
+    a: &Backend,
+    b: &Backend,
+) -> (JoinHandle<Answer>, JoinHandle<Answer>) {
+    let held_a = hold(proxy, "a", 1).await;
+    let held_b = hold(proxy, "b", 1).await;
+    assert_eq!(fast_pick(proxy, &[a, b]).await, "a");
+    (held_a, held_b)
 }
 
 /// Sends SIGHUP to the proxy.
@@ -108,7 +121,7 @@ async fn fast_pick(proxy: &Proxy, backends: &[&Backend]) -> String {
 }
 
 /// Starts `GET /held` on a task of its own; waits until `name` counts it.
-async fn hold(proxy: &Proxy, name: &str, active: u64) -> tokio::task::JoinHandle<Answer> {
+async fn hold(proxy: &Proxy, name: &str, active: u64) -> JoinHandle<Answer> {
     let address = proxy.address;
     let held = tokio::spawn(async move { get(address, "/held").await });
     proxy
@@ -230,7 +243,7 @@ async fn every_reply_and_error_is_the_nodes_line() {
     assert_eq!(post(&proxy, &lines).await, expected);
     // Nothing refused changed the pool; the last line did.
     let stats = proxy.stats().await;
-    assert_eq!(stats.0["backends"].as_array().map(Vec::len), Some(1));
+    assert_eq!(names(&stats), ["a"]);
     assert_eq!(stats.backend("a")["max_connections"], 5);
     // A message that is not UTF-8, between two that are answered.
     let mut body = msg(r#"{"type":"stats","msg_id":1}"#).into_bytes();
@@ -270,20 +283,14 @@ async fn every_reply_and_error_is_the_nodes_line() {
 
 #[tokio::test]
 async fn a_backend_marked_down_gets_no_new_request_and_its_request_in_flight_completes() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let a = holding("a", &gate_a).await;
-    let b = holding("b", &gate_b).await;
-    let proxy = Proxy::start(&[a.spec(), b.spec()], &["--tie-break", "lowest-index"]);
-    // One request held on each: equally loaded, a first by the tie-break.
-    let held_a = hold(&proxy, "a", 1).await;
-    let held_b = hold(&proxy, "b", 1).await;
-    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "a");
+    let (a, b, gate_a, gate_b, proxy) = pair(&[]).await;
+    let (held_a, held_b) = held_on_both(&proxy, &a, &b).await;
     let down = msg(r#"{"type":"set_backend","msg_id":1,"backend":"a","healthy":false}"#);
     assert_eq!(
-        post(&proxy, &[&down]).await,
-        [reply(
+        ask(&proxy, &down).await,
+        reply(
             r#"{"type":"set_backend_ok","in_reply_to":1,"backend":"a","active_connections":{"a":1,"b":1}}"#
-        )]
+        )
     );
     let stats = proxy.stats().await;
     assert!(!stats.healthy("a"));
@@ -296,10 +303,10 @@ async fn a_backend_marked_down_gets_no_new_request_and_its_request_in_flight_com
     assert_eq!((answer.status, answer.text()), (200, "a"));
     let up = msg(r#"{"type":"set_backend","msg_id":2,"backend":"a","healthy":true}"#);
     assert_eq!(
-        post(&proxy, &[&up]).await,
-        [reply(
+        ask(&proxy, &up).await,
+        reply(
             r#"{"type":"set_backend_ok","in_reply_to":2,"backend":"a","active_connections":{"a":0,"b":1}}"#
-        )]
+        )
     );
     let stats = proxy.stats().await;
     assert!(stats.healthy("a"));
@@ -312,10 +319,7 @@ async fn a_backend_marked_down_gets_no_new_request_and_its_request_in_flight_com
 
 #[tokio::test]
 async fn remove_backend_answers_once_its_request_in_flight_has_completed() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let a = holding("a", &gate_a).await;
-    let b = holding("b", &gate_b).await;
-    let proxy = Proxy::start(&[a.spec(), b.spec()], &["--tie-break", "lowest-index"]);
+    let (a, b, gate_a, gate_b, proxy) = pair(&[]).await;
     let held = hold(&proxy, "a", 1).await;
     let admin = proxy.admin;
     let remove = tokio::spawn(async move {
@@ -344,47 +348,29 @@ async fn remove_backend_answers_once_its_request_in_flight_has_completed() {
             r#"{"type":"remove_backend_ok","in_reply_to":1,"backend":"a","active_connections":{"b":0}}"#
         ) + "\n"
     );
-    let stats = proxy.stats().await;
-    let names: Vec<&str> = stats.0["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .map(|b| b["name"].as_str().expect("a name"))
-        .collect();
-    assert_eq!(names, ["b"]);
+    assert_eq!(names(&proxy.stats().await), ["b"]);
     gate_b.open();
 }
 
 #[tokio::test]
 async fn reweighting_moves_the_picks_as_least_connections_predicts() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let a = holding("a", &gate_a).await;
-    let b = holding("b", &gate_b).await;
-    let proxy = Proxy::start(&[a.spec(), b.spec()], &["--tie-break", "lowest-index"]);
-    let held_a = hold(&proxy, "a", 1).await;
-    let held_b = hold(&proxy, "b", 1).await;
+    let (a, b, gate_a, gate_b, proxy) = pair(&[]).await;
     // 1/1 and 1/1: tied, a first.
-    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "a");
-    let b2 = msg(r#"{"type":"set_backend","msg_id":1,"backend":"b","weight":2}"#);
-    assert_eq!(
-        post(&proxy, &[&b2]).await,
-        [reply(
-            r#"{"type":"set_backend_ok","in_reply_to":1,"backend":"b","active_connections":{"a":1,"b":1}}"#
-        )]
-    );
-    // 1/1 against 1/2: b.
-    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "b");
-    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "b");
-    let a4 = msg(r#"{"type":"set_backend","msg_id":2,"backend":"a","weight":4}"#);
-    assert_eq!(
-        post(&proxy, &[&a4]).await,
-        [reply(
-            r#"{"type":"set_backend_ok","in_reply_to":2,"backend":"a","active_connections":{"a":1,"b":1}}"#
-        )]
-    );
-    // 1/4 against 1/2: a.
-    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "a");
-    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "a");
+    let (held_a, held_b) = held_on_both(&proxy, &a, &b).await;
+    // Loads after each change: a 1/1 against b 1/2, then a 1/4 against
+    // b 1/2; the less loaded takes the next requests.
+    for (msg_id, backend, weight) in [(1, "b", 2), (2, "a", 4)] {
+        let set = format!(
+            r#"{{"type":"set_backend","msg_id":{msg_id},"backend":"{backend}","weight":{weight}}}"#
+        );
+        let ok = format!(
+            r#"{{"type":"set_backend_ok","in_reply_to":{msg_id},"backend":"{backend}","active_connections":{{"a":1,"b":1}}}}"#
+        );
+        assert_eq!(ask(&proxy, &msg(&set)).await, reply(&ok));
+        for _ in 0..2 {
+            assert_eq!(fast_pick(&proxy, &[&a, &b]).await, backend);
+        }
+    }
     // In-flight counts went through every change.
     let stats = proxy.stats().await;
     assert_eq!((stats.active("a"), stats.active("b")), (1, 1));
@@ -395,6 +381,24 @@ async fn reweighting_moves_the_picks_as_least_connections_predicts() {
         let answer = within("a held request", held).await.expect("joined");
         assert_eq!((answer.status, answer.text()), (200, name));
     }
+}
+
+/// `leastconn proxy` with `file` as its config, listening on ports of
+/// its own.
+fn with_config(file: &Path) -> Proxy {
+    let args = ["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    let config = ["--config".to_owned(), file.display().to_string()];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).chain(config).collect();
+    Proxy::start_with(&args)
+}
+
+/// The backends' names, in pool order.
+fn names(stats: &Stats) -> Vec<&str> {
+    let backends = stats.0["backends"].as_array().expect("backends");
+    backends
+        .iter()
+        .map(|b| b["name"].as_str().expect("a name"))
+        .collect()
 }
 
 /// A config file's text: the given backends (`NAME=ADDRESS,weight=W`)
@@ -423,19 +427,7 @@ async fn a_reload_adds_removes_and_reweights_and_counts_go_on() {
         config(tie, &[("a", a.address, 1), ("b", b.address, 1)]),
     )
     .expect("written");
-    let args: Vec<String> = [
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--config",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([file.display().to_string()])
-    .collect();
-    let proxy = Proxy::start_with(&args);
+    let proxy = with_config(&file);
     let held = hold(&proxy, "a", 1).await;
     // The flags still win (the file's listen is not used), and threads
     // is read at start only.
@@ -447,13 +439,7 @@ async fn a_reload_adds_removes_and_reweights_and_counts_go_on() {
     .expect("rewritten");
     hang_up(&proxy);
     let stats = proxy
-        .stats_when("b gone, c in", |s| {
-            let names: Vec<&str> = s.0["backends"]
-                .as_array()
-                .map(|all| all.iter().filter_map(|b| b["name"].as_str()).collect())
-                .unwrap_or_default();
-            names == ["a", "c"]
-        })
+        .stats_when("b gone, c in", |s| names(s) == ["a", "c"])
         .await;
     assert_eq!((stats.active("a"), stats.get("a", "weight")), (1, 3));
     assert_eq!(stats.requests("a"), 1);
@@ -499,19 +485,7 @@ async fn a_broken_config_on_reload_changes_nothing() {
     let dir = common::tempdir("proxy-reload-broken");
     let file = dir.join("proxy.toml");
     std::fs::write(&file, config("", &[("a", a.address, 2)])).expect("written");
-    let args: Vec<String> = [
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--config",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([file.display().to_string()])
-    .collect();
-    let mut proxy = Proxy::start_with(&args);
+    let mut proxy = with_config(&file);
     let mut before = proxy.stats().await.0;
     let mut seen = Vec::new();
     // Not TOML, then TOML that does not check.
@@ -554,21 +528,15 @@ async fn without_a_config_sighup_reloads_nothing_and_the_proxy_runs_on() {
 
 #[tokio::test]
 async fn a_removal_past_the_grace_period_removes_the_backend_and_its_request_still_completes() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let a = holding("a", &gate_a).await;
-    let b = holding("b", &gate_b).await;
-    let proxy = Proxy::start(
-        &[a.spec(), b.spec()],
-        &["--tie-break", "lowest-index", "--grace", "300ms"],
-    );
+    let (a, b, gate_a, gate_b, proxy) = pair(&["--grace", "300ms"]).await;
     let held = hold(&proxy, "a", 1).await;
     let started = Instant::now();
     let remove = msg(r#"{"type":"remove_backend","msg_id":1,"backend":"a"}"#);
     assert_eq!(
-        post(&proxy, &[&remove]).await,
-        [reply(
+        ask(&proxy, &remove).await,
+        reply(
             r#"{"type":"remove_backend_ok","in_reply_to":1,"backend":"a","active_connections":{"b":0}}"#
-        )]
+        )
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(!held.is_finished());
@@ -584,7 +552,7 @@ async fn a_removal_past_the_grace_period_removes_the_backend_and_its_request_sti
     assert_eq!((answer.status, answer.text()), (200, "a"));
     // Its end counted nowhere: b's count is its own.
     let stats = proxy.stats().await;
-    assert_eq!(stats.0["backends"].as_array().map(Vec::len), Some(1));
+    assert_eq!(names(&stats), ["b"]);
     assert_eq!(stats.active("b"), 0);
     assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "b");
     gate_b.open();
@@ -608,10 +576,10 @@ async fn a_backend_added_at_run_time_is_checked_as_the_pool_says() {
         c.address
     ));
     assert_eq!(
-        post(&proxy, &[&add]).await,
-        [reply(
+        ask(&proxy, &add).await,
+        reply(
             r#"{"type":"add_backend_ok","in_reply_to":1,"backend":"c","active_connections":{"a":0,"c":0}}"#
-        )]
+        )
     );
     let stats = proxy.stats_when("c out", |s| !s.healthy("c")).await;
     assert_eq!(
@@ -646,19 +614,7 @@ async fn a_reload_moves_an_address_after_draining_and_restarts_changed_checks() 
         config(tie, &[("a", old.address, 1), ("b", b.address, 1)]),
     )
     .expect("written");
-    let args: Vec<String> = [
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--config",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([file.display().to_string()])
-    .collect();
-    let proxy = Proxy::start_with(&args);
+    let proxy = with_config(&file);
     let held = hold(&proxy, "a", 1).await;
     // a moves to another address; b's checks come on.
     let text = config(tie, &[("a", new.address, 1)]) + &b_checked;
