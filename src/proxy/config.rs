@@ -138,7 +138,8 @@ pub struct Settings {
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
     /// on SIGTERM or SIGINT, how long requests in flight may take to
-    /// finish [default: 30s]
+    /// finish; also how long a backend removed at run time is drained
+    /// before it goes anyway [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub grace: Option<Duration>,
