@@ -133,6 +133,9 @@ file (--config; keys as the flags, backends as [[backend]] tables with
 name, address, weight, max and health-* keys); flags override it.
 It prints `listening on HOST:PORT` once it accepts connections, and stops
 on SIGTERM or SIGINT, letting requests in flight finish within --grace.
+On SIGHUP it reads --config again and applies its backends to the running
+pool (removed ones drained first). With --admin, POST /messages there takes
+the node's add_backend, remove_backend, set_backend and stats messages.
 See README.md, \"The proxy\"."
     )]
     Proxy(Box<ProxyArgs>),
@@ -402,11 +405,18 @@ fn run_proxy(args: Box<ProxyArgs>) -> anyhow::Result<ExitCode> {
         Some(path) => crate::proxy::Settings::from_file(path)?,
         None => crate::proxy::Settings::default(),
     };
+    let source = args
+        .config
+        .clone()
+        .map(|path| crate::proxy::config::Source {
+            path,
+            flags: args.settings.clone(),
+        });
     let config = file
         .overridden_by(args.settings)
         .resolve()
         .context("proxy")?;
-    crate::proxy::run(config)?;
+    crate::proxy::run(config, source)?;
     Ok(ExitCode::SUCCESS)
 }
 

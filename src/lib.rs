@@ -31,7 +31,8 @@
 //! - [`message`]: one module per message type (`init`, `http_request`,
 //!   `request_complete`, `add_backend`, `remove_backend`, `set_backend`,
 //!   `stats`), each with its parse, what it does to the node, and its
-//!   reply; the table in `message/mod.rs` dispatches on `type`.
+//!   reply; the table in `message/mod.rs` dispatches on `type`, and its
+//!   reading and reply writing serve the proxy's admin API too.
 //! - [`protocol`]: what all messages share: the wire format's
 //!   specification, the envelope, Maelstrom error codes, the body's fields
 //!   declared once and the check of each ([`protocol::fields`], read by
@@ -74,7 +75,9 @@
 //!   passive failures, an operator), the one place that takes it out
 //!   and brings it back, and the slow start that eases it in,
 //!   `proxy::health` the active health checks, `proxy::admin` the admin
-//!   listener and its `GET /stats`, `proxy::metrics` `GET /metrics`
+//!   listener (`GET /stats`, `POST /messages`), `proxy::runtime` changes
+//!   to the running pool (the node's messages from the admin API, drained
+//!   removals, the reload on SIGHUP), `proxy::metrics` `GET /metrics`
 //!   (Prometheus' text format) and the backends' response-time
 //!   histograms, `proxy::dashboard` `GET /` (a page showing `/stats`
 //!   live), `proxy::idle` the client connection's inactivity timeout and

@@ -10,7 +10,6 @@
 use crate::engine::{Algorithm, BackendId, Pick, Pool};
 use crate::message::{self, refusal};
 use crate::names::named_enum;
-use crate::protocol::write::WriteJson;
 use crate::protocol::{self, ProtocolError, Unanswerable};
 use std::borrow::Cow;
 
@@ -45,11 +44,7 @@ impl Node {
     /// Reads a framed message precisely and appends its reply line to
     /// `out`, or says why it cannot be answered.
     pub fn handle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Unanswerable> {
-        let (to, body) = protocol::read_envelope(bytes)?;
-        let (msg_id, request) = match protocol::read_body(body) {
-            Ok(mut fields) => message::parse(&mut fields),
-            Err((msg_id, e)) => (msg_id, Err(e)),
-        };
+        let (to, msg_id, request) = message::read(bytes)?;
         message::answer(self, &to, msg_id, request, out);
         Ok(())
     }
@@ -144,29 +139,18 @@ impl Node {
     /// A reply's `active_connections`: every backend's count, or only those
     /// the message changed, in pool order.
     pub(crate) fn write_counts(&self, out: &mut Vec<u8>) {
-        let mut first = true;
-        let mut entry = |out: &mut Vec<u8>, name: &str, active: u64| {
-            out.raw(if std::mem::take(&mut first) {
-                b"{"
-            } else {
-                b","
-            });
-            out.str(name);
-            out.raw(b":");
-            out.u64(active);
-        };
         match self.counts {
-            CountsMode::All => self
-                .pool
-                .iter()
-                .for_each(|(name, b)| entry(out, name, b.active())),
-            CountsMode::Changed => self
-                .changed
-                .iter()
-                .filter_map(|&i| self.pool.get_index(i))
-                .for_each(|(name, b)| entry(out, name, b.active())),
+            CountsMode::All => {
+                message::write_counts(self.pool.iter().map(|(name, b)| (name, b.active())), out)
+            }
+            CountsMode::Changed => message::write_counts(
+                self.changed
+                    .iter()
+                    .filter_map(|&i| self.pool.get_index(i))
+                    .map(|(name, b)| (name, b.active())),
+                out,
+            ),
         }
-        out.raw(if first { b"{}" } else { b"}" });
     }
 }
 

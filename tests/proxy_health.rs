@@ -10,9 +10,10 @@
 
 mod common;
 
-use common::proxy::{get, within, Backend, Behaviour, Client, Gate, Health, Proxy, Stats, WAIT};
+use common::proxy::{
+    get, logged, within, Backend, Behaviour, Client, Gate, Health, Proxy, Stats, WAIT,
+};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 /// The names in the bodies of `n` sequential `GET /` answers, each 200.
 async fn sequence(proxy: &Proxy, n: usize) -> Vec<String> {
@@ -38,28 +39,6 @@ fn counts(names: &[String]) -> BTreeMap<&str, usize> {
 /// paths answer 200 with its name.
 async fn checked(name: &str, health: &Health) -> Backend {
     Backend::start(name, Behaviour::checked("/health", health, Behaviour::Fast)).await
-}
-
-/// Reads the proxy's log until a line containing every one of `parts`
-/// comes (within [`WAIT`]); that line. Lines read go to `seen`.
-async fn logged(proxy: &Proxy, seen: &mut Vec<String>, parts: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    let mut at = 0;
-    loop {
-        seen.extend(proxy.log());
-        if let Some(line) = seen[at..]
-            .iter()
-            .find(|line| parts.iter().all(|part| line.contains(part)))
-        {
-            return line.clone();
-        }
-        at = seen.len();
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {parts:?} within {WAIT:?}; the log: {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn healthy_and(stats: &Stats, name: &str, passes: u64) -> bool {

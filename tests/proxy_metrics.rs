@@ -570,7 +570,7 @@ async fn unknown_paths_get_404_naming_each_path_and_other_methods_405() {
             (answer.status, answer.text()),
             (
                 404,
-                r#"{"error":"not found: GET /, GET /stats, GET /metrics"}"#
+                r#"{"error":"not found: GET /, GET /stats, GET /metrics, POST /messages"}"#
             ),
             "{path}"
         );

@@ -9,7 +9,7 @@ use crate::engine::EngineError;
 use crate::node::Node;
 use crate::protocol::fields::{self, Fields, Repr};
 use crate::protocol::write::{key, WriteJson};
-use crate::protocol::{Addresses, ErrorCode, MsgId, ProtocolError};
+use crate::protocol::{self, Addresses, ErrorCode, MsgId, ProtocolError, Unanswerable};
 
 /// One message type.
 pub trait Message<'a>: Sized {
@@ -115,6 +115,26 @@ fn parse_request<'a, R: Repr<'a>>(
     })
 }
 
+/// A message read precisely: its addresses, its `msg_id` (when valid) and
+/// the request or why it is refused.
+pub type Read<'a> = (
+    Addresses<'a>,
+    Option<MsgId>,
+    Result<Request<'a>, ProtocolError>,
+);
+
+/// Reads a framed message precisely: its addresses, its `msg_id` (when
+/// valid) and the request or why it is refused; or why it cannot be
+/// answered at all.
+pub fn read(bytes: &[u8]) -> Result<Read<'_>, Unanswerable> {
+    let (to, body) = protocol::read_envelope(bytes)?;
+    let (msg_id, request) = match protocol::read_body(body) {
+        Ok(mut fields) => parse(&mut fields),
+        Err((msg_id, e)) => (msg_id, Err(e)),
+    };
+    Ok((to, msg_id, request))
+}
+
 /// Answers one message: applies the request, or its refusal, and writes
 /// exactly one reply line.
 pub fn answer(
@@ -141,9 +161,9 @@ fn respond<'a, M: Message<'a>>(
     match message.apply(node) {
         Ok(outcome) => {
             node.end_message();
-            head(node, to, msg_id, M::REPLY, out);
-            M::reply(outcome, node, out);
-            out.raw(b"}}\n");
+            write_reply(node.id(), to, msg_id, M::REPLY, out, |out| {
+                M::reply(outcome, node, out)
+            });
         }
         Err(e) => refuse(e, node, to, msg_id, out),
     }
@@ -156,18 +176,22 @@ fn refuse(
     msg_id: Option<MsgId>,
     out: &mut Vec<u8>,
 ) {
-    head(node, to, msg_id, "error", out);
-    out.raw(key!("code"));
-    out.u64(e.code as u64);
-    out.raw(key!("text"));
-    out.str(&e.text);
-    out.raw(b"}}\n");
+    write_error(node.id(), to, msg_id, &e, out);
 }
 
-/// Writes a reply up to its body's `type` and `in_reply_to`.
-fn head(node: &Node, to: &Addresses<'_>, msg_id: Option<MsgId>, kind: &str, out: &mut Vec<u8>) {
+/// Writes one reply line: its envelope (from `id`, the node's id once an
+/// `init` gave one, else the message's `dest`), `type` and `in_reply_to`,
+/// then the members `members` writes, each starting with its comma.
+pub fn write_reply(
+    id: Option<&str>,
+    to: &Addresses<'_>,
+    msg_id: Option<MsgId>,
+    kind: &str,
+    out: &mut Vec<u8>,
+    members: impl FnOnce(&mut Vec<u8>),
+) {
     out.raw(b"{\"src\":");
-    out.str(node.id().unwrap_or(&to.dest));
+    out.str(id.unwrap_or(&to.dest));
     out.raw(key!("dest"));
     out.str(&to.src);
     out.raw(b",\"body\":{\"type\":");
@@ -183,6 +207,24 @@ fn head(node: &Node, to: &Addresses<'_>, msg_id: Option<MsgId>, kind: &str, out:
         }
         None => {}
     }
+    members(out);
+    out.raw(b"}}\n");
+}
+
+/// Writes one `error` reply line, with the refusal's code and text.
+pub fn write_error(
+    id: Option<&str>,
+    to: &Addresses<'_>,
+    msg_id: Option<MsgId>,
+    e: &ProtocolError,
+    out: &mut Vec<u8>,
+) {
+    write_reply(id, to, msg_id, "error", out, |out| {
+        out.raw(key!("code"));
+        out.u64(e.code as u64);
+        out.raw(key!("text"));
+        out.str(&e.text);
+    });
 }
 
 /// The protocol error for an operation the engine refused: its code, and
@@ -213,8 +255,30 @@ fn backend_field<'a, R: Repr<'a>>(
 /// The reply members of a message about one backend: its name and the
 /// counts.
 fn backend_reply(backend: &str, node: &Node, out: &mut Vec<u8>) {
+    write_backend_reply(backend, out, |out| node.write_counts(out));
+}
+
+/// The reply members of a message about one backend: its name, then the
+/// pool's `active_connections`, which `counts` writes.
+pub fn write_backend_reply(backend: &str, out: &mut Vec<u8>, counts: impl FnOnce(&mut Vec<u8>)) {
     out.raw(key!("backend"));
     out.str(backend);
     out.raw(key!("active_connections"));
-    node.write_counts(out);
+    counts(out);
+}
+
+/// `active_connections` as an object of the given counts, in their order.
+pub fn write_counts<'n>(counts: impl IntoIterator<Item = (&'n str, u64)>, out: &mut Vec<u8>) {
+    let mut first = true;
+    for (name, active) in counts {
+        out.raw(if std::mem::take(&mut first) {
+            b"{"
+        } else {
+            b","
+        });
+        out.str(name);
+        out.raw(b":");
+        out.u64(active);
+    }
+    out.raw(if first { b"{}" } else { b"}" });
 }

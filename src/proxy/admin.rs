@@ -1,6 +1,8 @@
-//! The admin listener: `GET /stats`, the pool as JSON, with the fields of
-//! the node's `stats_ok` and each backend's address, why it is out of the
-//! pool (`down`) and, when it is checked, its checks (`check`):
+//! The admin listener: `POST /messages`, the node's own messages to change
+//! the pool at run time (see `runtime`), and `GET /stats`, the pool as
+//! JSON, with the fields of the node's `stats_ok` and each backend's
+//! address, why it is out of the pool (`down`) and, when it is checked,
+//! its checks (`check`):
 //!
 //! ```json
 //! {"algorithm":"least-connections","tie_break":"round-robin","rejected":0,
@@ -20,7 +22,7 @@
 //! before the first).
 
 use super::body::Reply;
-use super::State;
+use super::{runtime, State};
 use crate::message::stats::write_stats;
 use crate::protocol::write::{key, WriteJson};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -73,9 +75,14 @@ async fn answer(
             StatusCode::METHOD_NOT_ALLOWED,
             b"{\"error\":\"GET /\"}".to_vec(),
         ),
+        (&Method::POST, runtime::PATH) => runtime::post(&state, request.into_body()).await,
+        (_, runtime::PATH) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"{\"error\":\"POST /messages\"}".to_vec(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
-            b"{\"error\":\"not found: GET /, GET /stats, GET /metrics\"}".to_vec(),
+            b"{\"error\":\"not found: GET /, GET /stats, GET /metrics, POST /messages\"}".to_vec(),
         ),
     };
     let mut response = Response::new(Reply::Own(http_body_util::Full::new(body.into())));

@@ -38,8 +38,9 @@ pub struct Settings {
     #[arg(long = "backend", value_name = "SPEC", value_parser = BackendSpec::parse)]
     #[serde(rename = "backend")]
     pub backends: Option<Vec<BackendSpec>>,
-    /// where GET /stats answers, HOST:PORT [default: none]; bind it to
-    /// loopback unless it must be reached from elsewhere
+    /// where GET /stats and the admin API (POST /messages: the node's
+    /// add_backend, remove_backend, set_backend and stats) answer,
+    /// HOST:PORT [default: none]; bind it to loopback: it changes the pool
     #[arg(long, value_name = "HOST:PORT")]
     pub admin: Option<String>,
     /// least-connections, round-robin, random, power-of-two-choices
@@ -145,7 +146,8 @@ pub struct Settings {
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
     /// on SIGTERM or SIGINT, how long requests in flight may take to
-    /// finish [default: 30s]
+    /// finish; also how long a backend removed at run time is drained
+    /// before it goes anyway [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub grace: Option<Duration>,
@@ -393,6 +395,7 @@ impl Settings {
             listen,
             admin,
             backends,
+            health,
             algorithm: self.algorithm.unwrap_or_default(),
             tie_break: self.tie_break.unwrap_or(TieBreak::RoundRobin),
             seed: self.seed.unwrap_or(DEFAULT_SEED),
@@ -413,6 +416,31 @@ impl Settings {
             slow_start: self.slow_start.unwrap_or(Duration::ZERO),
             record,
         })
+    }
+}
+
+impl Config {
+    /// The checks of a backend named `name` added at run time, which has
+    /// no settings of its own: the pool's, if they turn checks on.
+    pub fn checks_for_added(&self, name: &str) -> anyhow::Result<Option<HealthCheck>> {
+        HealthLayer::default().resolve(&self.health, name)
+    }
+}
+
+/// Where the settings came from, to read them again on SIGHUP: the file,
+/// and the flags that override it.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub path: std::path::PathBuf,
+    pub flags: Settings,
+}
+
+impl Source {
+    /// Reads the file again and layers the flags over it, as at start.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Settings::from_file(&self.path)?
+            .overridden_by(self.flags.clone())
+            .resolve()
     }
 }
 
@@ -441,6 +469,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub backends: Vec<Backend>,
+    /// The pool's health-check settings, for backends added at run time.
+    health: HealthLayer,
     pub algorithm: Algorithm,
     pub tie_break: TieBreak,
     pub seed: u64,

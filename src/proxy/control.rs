@@ -43,8 +43,6 @@ pub enum Reason {
     /// Requests failed on it `--max-fails` times within `--fail-timeout`.
     Passive,
     /// An operator marked it down.
-    // Set by the operator's controls, through `State::set_reason`.
-    #[allow(dead_code)]
     Admin,
 }
 
@@ -142,7 +140,6 @@ impl Control {
     }
 
     /// The backend has left the pool: its checks stop.
-    #[allow(dead_code)] // for whatever removes backends at run time
     pub fn retire(&self) {
         self.retired.send_replace(true);
     }
@@ -181,7 +178,6 @@ impl State {
     ///
     /// An operator's "healthy: false" is `set_reason(u, Reason::Admin,
     /// true)`; an operator's "healthy: true" is [`State::clear_reasons`].
-    #[allow(dead_code)] // for the operator's controls
     pub(crate) fn set_reason(
         &self,
         upstream: &Upstream,
@@ -226,7 +222,6 @@ impl State {
     /// of its checks and of its passive failures, so that it takes `fall`
     /// new failed checks (or `--max-fails` new failures) to take it out
     /// again. `None` when `upstream` is not in the pool.
-    #[allow(dead_code)] // for the operator's controls
     pub(crate) fn clear_reasons(&self, upstream: &Upstream) -> Option<Moved> {
         self.change(upstream, |inner| {
             let was_out = inner.is_out();
@@ -238,6 +233,18 @@ impl State {
             inner.passive_epoch += 1;
             upstream.forget_failures();
             was_out.then(|| "marked up by an operator".to_owned())
+        })
+    }
+
+    /// `upstream`'s checks are turned off (by a reload): their counts go,
+    /// and so does their reason for keeping it out. `None` when it is not
+    /// in the pool.
+    pub(crate) fn checks_off(&self, upstream: &Upstream) -> Option<Moved> {
+        upstream.replace_checks(None);
+        self.change(upstream, |inner| {
+            inner.checks = None;
+            let slot = &mut inner.reasons[Reason::Check.index()];
+            slot.take().map(|_| "health checks turned off".to_owned())
         })
     }
 
@@ -507,6 +514,7 @@ pub(super) mod testing {
         let (stop, stopping) = watch::channel(false);
         let state = State {
             pool: SharedPool::new(pool),
+            runtime: super::super::runtime::Runtime::new(None, config.clone()),
             config,
             released: Notify::new(),
             queued: AtomicUsize::new(0),

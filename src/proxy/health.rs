@@ -10,8 +10,9 @@
 //! in a row and takes the backend out or lets it back.
 //!
 //! A task stops when its backend leaves the pool (at once when it is
-//! retired, at its next check otherwise) and when the proxy stops; a check
-//! in progress is dropped with its connection.
+//! retired, at its next check otherwise), when a reload replaces it, and
+//! when the proxy stops; a check in progress is dropped with its
+//! connection.
 
 use super::config::HealthCheck;
 use super::upstream::Upstream;
@@ -27,7 +28,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-/// Starts checking `upstream` as `check` says, on a task of its own.
+/// Starts checking `upstream` as `check` says, on a task of its own,
+/// instead of any checks it had.
 pub(crate) fn start(
     state: &Arc<State>,
     upstream: &Arc<Upstream>,
@@ -37,16 +39,21 @@ pub(crate) fn start(
     let stopping = state.stopping.clone();
     // Weak: the checks never keep a stopping proxy waiting.
     let state = Arc::downgrade(state);
-    let upstream = Arc::clone(upstream);
-    tokio::spawn(async move {
+    let checked = Arc::clone(upstream);
+    let settings = check.clone();
+    let task = tokio::spawn(async move {
         let mut stopping = stopping;
+        let upstream = checked;
         tokio::select! {
             biased;
             _ = super::stopped(&mut stopping) => {}
             _ = upstream.control.retired() => {}
-            _ = checks(state, &upstream, &check) => {}
+            _ = checks(state, &upstream, &settings) => {}
         }
-    })
+    });
+    // Any checks before stop: one task per backend.
+    upstream.replace_checks(Some((check, task.abort_handle())));
+    task
 }
 
 /// Checks `upstream` every interval, until it is no longer in the pool.

@@ -19,17 +19,20 @@
 //!   failures, an operator), the one place that takes it out and brings it
 //!   back, and the slow start that eases it in.
 //! - `health`: active health checks, a task per checked backend.
-//! - `admin`: the admin listener: `GET /stats`, and the paths below.
+//! - `admin`: the admin listener: `GET /stats`, `POST /messages` for
+//!   `runtime`, and the paths below.
 //! - `metrics`: `GET /metrics`, the pool in Prometheus' text format, and
 //!   the response-time histogram each backend keeps.
 //! - `dashboard`: `GET /`, a page that shows `/stats` live.
+//! - `runtime`: changes to the running pool: the admin API's messages
+//!   (the node's own) and the reload of `--config` on SIGHUP.
 //! - `idle`: the client connection's inactivity timeout, and the raw
 //!   request heads kept to check what hyper does not show.
 //! - `record`: `--record`, every decision of the engine written as the
 //!   node's messages and replies, for `leastconn replay` to check.
 //!
-//! This module itself runs the listeners, the workers and graceful
-//! shutdown.
+//! This module itself runs the listeners, the workers, the reload on
+//! SIGHUP and graceful shutdown.
 
 mod admin;
 mod body;
@@ -42,6 +45,7 @@ mod health;
 mod idle;
 mod metrics;
 mod record;
+mod runtime;
 mod upstream;
 
 pub use config::{Config, Settings};
@@ -70,6 +74,8 @@ pub(crate) struct State {
     retries: AtomicU64,
     /// Becomes true when the proxy stops.
     stopping: watch::Receiver<bool>,
+    /// What the admin API's changes and reloads need.
+    runtime: runtime::Runtime,
     /// Never sent on: shutdown waits for the state, and so this sender, to
     /// be dropped by every connection, tunnel and body holding it.
     #[allow(dead_code)]
@@ -117,8 +123,8 @@ impl Drop for Held {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then lets requests in flight
-/// finish within the grace period.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// finish within the grace period; on SIGHUP, reads `source` again.
+pub fn run(config: Config, source: Option<config::Source>) -> anyhow::Result<()> {
     init_logging(&config.log);
     let runtime = if config.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -131,7 +137,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .build()
     }
     .context("cannot start the runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, source))
 }
 
 fn init_logging(level: &str) {
@@ -145,7 +151,7 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -191,6 +197,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
     let state = Arc::new(State {
         pool,
+        runtime: runtime::Runtime::new(source, config.clone()),
         config,
         released: Notify::new(),
         queued: AtomicUsize::new(0),
@@ -206,6 +213,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Watched before the lines below, which tell scripts they may send it.
     let signal = shutdown_signal();
+    reload_on_hangup(&state);
     // Tests and scripts wait for these lines.
     eprintln!("listening on {}", listener.local_addr()?);
     if let Some(admin) = &admin {
@@ -310,6 +318,37 @@ async fn connection(
 pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     // Dropping the guard here keeps the waiting future `Send`.
     let _ = stopping.wait_for(|&stop| stop).await;
+}
+
+/// Reloads the config on every SIGHUP, one reload at a time, until the
+/// proxy stops. SIGHUP is watched from the call: until then it would end
+/// the process.
+fn reload_on_hangup(state: &Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP: no reload: {e}");
+            return;
+        }
+    };
+    // Weak: waiting for a signal never keeps a stopping proxy waiting.
+    let weak = Arc::downgrade(state);
+    let mut stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stopping) => return,
+                got = hangup.recv() => {
+                    let (Some(()), Some(state)) = (got, weak.upgrade()) else { return };
+                    tokio::select! {
+                        _ = runtime::reload(&state) => {}
+                        _ = stopped(&mut stopping) => return,
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT. The signals are watched from the call,

@@ -10,6 +10,7 @@
 //! dropped.
 
 use super::body::ProxyBody;
+use super::config::HealthCheck;
 use super::control::Control;
 use super::metrics::Histogram;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 /// Idle connections kept per backend; more are closed when given back.
 const IDLE_PER_BACKEND: usize = 64;
@@ -38,6 +40,9 @@ pub struct Upstream {
     pub control: Control,
     /// How long its relayed responses took, for `/metrics`.
     pub response_times: Histogram,
+    /// Its checks' settings and task, while it is checked: a reload that
+    /// changes the settings replaces the task.
+    checking: Mutex<Option<(HealthCheck, AbortHandle)>>,
 }
 
 /// Why no connection to a backend could be had.
@@ -77,6 +82,7 @@ impl Upstream {
             failures: Mutex::new(VecDeque::new()),
             control: Control::default(),
             response_times: Histogram::default(),
+            checking: Mutex::new(None),
         }
     }
 
@@ -122,6 +128,22 @@ impl Upstream {
             }
         });
         Ok(sender)
+    }
+
+    /// Its checks' settings, while it is checked.
+    pub fn checks(&self) -> Option<HealthCheck> {
+        lock(&self.checking)
+            .as_ref()
+            .map(|(check, _)| check.clone())
+    }
+
+    /// Records the checks now running (`None`: none), and stops the task
+    /// of those before.
+    pub fn replace_checks(&self, checking: Option<(HealthCheck, AbortHandle)>) {
+        let before = std::mem::replace(&mut *lock(&self.checking), checking);
+        if let Some((_, task)) = before {
+            task.abort();
+        }
     }
 
     /// Notes a failure now; returns how many fell within `window`.

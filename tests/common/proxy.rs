@@ -639,6 +639,28 @@ impl Proxy {
     }
 }
 
+/// Reads the proxy's log until a line containing every one of `parts`
+/// comes (within [`WAIT`]); that line. Lines read go to `seen`.
+pub async fn logged(proxy: &Proxy, seen: &mut Vec<String>, parts: &[&str]) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut at = 0;
+    loop {
+        seen.extend(proxy.log());
+        if let Some(line) = seen[at..]
+            .iter()
+            .find(|line| parts.iter().all(|part| line.contains(part)))
+        {
+            return line.clone();
+        }
+        at = seen.len();
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?} within {WAIT:?}; the log: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A `/stats` document.
 pub struct Stats(pub Value);
 

@@ -92,7 +92,7 @@ impl<'de> Deserialize<'de> for StatusSet {
 }
 
 /// One layer of health-check settings: the pool's or one backend's.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct HealthLayer {
     pub check: Option<bool>,
     pub path: Option<String>,
