@@ -10,27 +10,15 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::proxy::{
-    get, logged, read, send, within, Answer, Backend, Behaviour, Client, Gate, Health, Proxy,
-    Stats, WAIT,
+    get, logged, post_to, within, Answer, Backend, Behaviour, Client, Gate, Health, Proxy, Stats,
+    WAIT,
 };
-use http_body_util::Full;
-use hyper::Request;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
-
-/// `POST path` with `body` to the admin listener.
-async fn post_to(admin: SocketAddr, path: &str, body: impl Into<Bytes>) -> Answer {
-    let request = Request::post(path)
-        .header("host", "admin.test")
-        .body(Full::new(body.into()))
-        .expect("a request");
-    read(send(admin, request).await).await
-}
 
 /// Posts `lines` (messages, one a line) to `/messages`; the reply lines,
 /// after checking that the answer is 200.

@@ -1,7 +1,9 @@
 //! `leastconn proxy --record FILE.in`: every decision of the engine under
 //! real, concurrent load, written as the node's messages with the proxy's
 //! answers beside them; replayed through the node by `leastconn replay`,
-//! which must find exactly the same picks and counts.
+//! which must find exactly the same picks and counts. The run has
+//! concurrent clients, retries, passive failures, failed checks, slow
+//! starts and an operator's changes through the admin API.
 
 mod common;
 
@@ -90,6 +92,20 @@ async fn the_node_replays_a_record_of_concurrent_load_failures_and_changes_exact
         .stats_when("flapping out", |s| !s.healthy("flapping"))
         .await;
     flapping_health.set(200);
+    // An operator's changes while the load runs: another backend, and a
+    // new weight.
+    let extra = Backend::start("extra", Behaviour::Fast).await;
+    let added = proxy
+        .message(&format!(
+            r#"{{"type":"add_backend","msg_id":1,"backend":"extra","address":"{}"}}"#,
+            extra.address
+        ))
+        .await;
+    assert_eq!(added["type"], "add_backend_ok", "{added}");
+    let set = proxy
+        .message(r#"{"type":"set_backend","msg_id":2,"backend":"slow","weight":1}"#)
+        .await;
+    assert_eq!(set["type"], "set_backend_ok", "{set}");
     let mut answered = 0;
     for client in clients {
         let statuses = tokio::time::timeout(WAIT, client)
@@ -107,6 +123,10 @@ async fn the_node_replays_a_record_of_concurrent_load_failures_and_changes_exact
             s.sum("active") == 0 && !ramping("flapping") && !ramping("refusing")
         })
         .await;
+    let removed = proxy
+        .message(r#"{"type":"remove_backend","msg_id":3,"backend":"extra"}"#)
+        .await;
+    assert_eq!(removed["type"], "remove_backend_ok", "{removed}");
     proxy.terminate();
     assert_eq!(proxy.exit(WAIT).await, Some(0));
 
@@ -157,6 +177,16 @@ async fn the_node_replays_a_record_of_concurrent_load_failures_and_changes_exact
     assert!(change("refusing", "healthy", false.into()));
     assert!(change("flapping", "ramp", 5.into()));
     assert!(change("flapping", "ramp", 100.into()));
+    // The operator's changes, as the node's messages.
+    let extra_address = extra.address.to_string();
+    let adds = of_type(&input, "add_backend");
+    assert_eq!(adds.len(), 1);
+    assert_eq!(adds[0]["backend"], "extra");
+    assert_eq!(adds[0]["address"], extra_address.as_str());
+    assert!(change("slow", "weight", 1.into()));
+    let removes = of_type(&input, "remove_backend");
+    assert_eq!(removes.len(), 1);
+    assert_eq!(removes[0]["backend"], "extra");
     // Every count the record ends with is 0.
     for name in ["fast", "slow", "refusing", "flapping"] {
         let last = output

@@ -40,8 +40,9 @@ async fn held(proxy: &Proxy, n: usize, requests: &mut Vec<JoinHandle<Answer>>) -
         let after = proxy
             .stats_when("the request counted", |s| s.sum("requests") == total + 1)
             .await;
-        let name = ["a", "b", "c"]
-            .into_iter()
+        let names = after.0["backends"].as_array().expect("backends").iter();
+        let name = names
+            .filter_map(|b| b["name"].as_str())
             .find(|name| after.requests(name) == before.requests(name) + 1)
             .expect("one backend's requests grew by one");
         went.push(name.to_owned());
@@ -196,5 +197,41 @@ async fn with_slow_start_a_returning_backend_gets_a_share_that_grows_with_its_ra
         .log()
         .iter()
         .any(|line| line.contains("slow start: from 5% of its weight to all of it over 6s")));
+    release(&proxy, &gate, requests).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_added_or_undrained_at_run_time_starts_slowly_too() {
+    let gate = Gate::new();
+    let a = Backend::start("a", Behaviour::Gated(gate.clone())).await;
+    let b = Backend::start("b", Behaviour::Gated(gate.clone())).await;
+    let proxy = Proxy::start(&[a.spec()], &["--slow-start", "6s"]);
+    let mut requests = Vec::new();
+    assert_eq!(held(&proxy, 4, &mut requests).await, ["a"; 4]);
+    let added = proxy
+        .message(&format!(
+            r#"{{"type":"add_backend","msg_id":1,"backend":"b","address":"{}"}}"#,
+            b.address
+        ))
+        .await;
+    assert_eq!(added["type"], "add_backend_ok", "{added}");
+    // Added at 5%, in the step that added it: b's first connection
+    // weighs as 20, more than a's 4 to 7.
+    let next = held(&proxy, 4, &mut requests).await;
+    let ramp_after = ramp(&proxy.stats().await, "b");
+    assert!(ramp_after <= 10, "b's ramp reached {ramp_after}%");
+    assert_eq!(next, ["b", "a", "a", "a"]);
+    // Drained, then given its weight back: a starts slowly again.
+    for weight in [0, 1] {
+        let set = proxy
+            .message(&format!(
+                r#"{{"type":"set_backend","msg_id":2,"backend":"a","weight":{weight}}}"#
+            ))
+            .await;
+        assert_eq!(set["type"], "set_backend_ok", "{set}");
+    }
+    let stats = proxy.stats().await;
+    assert!(ramp(&stats, "a") <= 10, "{}", stats.0);
+    assert_eq!(stats.get("a", "weight"), 1, "{}", stats.0);
     release(&proxy, &gate, requests).await;
 }

@@ -178,11 +178,29 @@ impl<P> SharedPool<P> {
 
     /// [`Pool::add_with`], journaled. Returns the new backend's position.
     pub fn add_with(&self, spec: BackendSpec<'_>, payload: P) -> Result<usize, EngineError> {
+        self.add_then(spec, payload, |_| None)
+    }
+
+    /// [`Pool::add_with`], then the change `then` makes from the new
+    /// backend (a slow start's first ramp, say), in one locked step, so
+    /// that no pick sees the backend between the two; both journaled.
+    /// Returns the new backend's position.
+    pub fn add_then(
+        &self,
+        spec: BackendSpec<'_>,
+        payload: P,
+        then: impl FnOnce(&Backend<P>) -> Option<BackendChange>,
+    ) -> Result<usize, EngineError> {
         let mut shared = lock(&self.shared);
         let Shared { pool, journal } = &mut *shared;
         let position = pool.add_with(spec, payload)?;
         if let Some(journal) = journal {
             journal.added(pool, position);
+        }
+        let added = shared.pool.get_index(position);
+        if let Some((name, change)) = added.and_then(|(name, b)| Some((name.to_owned(), then(b)?)))
+        {
+            shared.change(&name, change)?;
         }
         Ok(position)
     }

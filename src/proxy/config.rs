@@ -110,7 +110,8 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub health_fall: Option<u32>,
     /// a backend that comes back into the pool (its checks pass again, its
-    /// passive time is over, an operator marks it up) has its weight
+    /// passive time is over, an operator marks it up or undrains it) or is
+    /// added at run time has its weight
     /// ramped from 5% to the whole over this time, in 20 steps, so that it
     /// does not take every new request at once (HAProxy's slowstart)
     /// [default: 0s, off]

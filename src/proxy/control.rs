@@ -360,11 +360,13 @@ impl State {
             };
             // Eased in from the step that brings it back: no request
             // finds it at its whole weight in between.
-            let ramp = (moved == Moved::Back && !slow_start.is_zero()).then(|| {
+            let ramp = if moved == Moved::Back && !slow_start.is_zero() {
                 inner.ramp_epoch += 1;
                 ramping = Some((Arc::clone(backend.payload()), inner.ramp_epoch));
-                FIRST_RAMP
-            });
+                Some(FIRST_RAMP)
+            } else {
+                None
+            };
             outcome = Some((Some(moved), why));
             (backend.healthy() == out).then(|| BackendChange {
                 healthy: Some(!out),
@@ -398,13 +400,81 @@ impl State {
             _ => {}
         }
         if let Some((upstream, epoch)) = ramping {
-            tracing::info!(
-                backend = %name,
-                "slow start: from {FIRST_RAMP}% of its weight to all of it over {slow_start:?}"
-            );
-            ramp_up(self.pool.clone(), upstream, epoch, slow_start);
+            self.start_ramp(upstream, epoch);
         }
         moved
+    }
+
+    /// With `--slow-start`, the first ramp of a backend becoming eligible,
+    /// and the epoch of its slow start; to be called with the pool locked,
+    /// from the step that makes it eligible. `None` without slow start.
+    fn first_ramp(&self, upstream: &Upstream) -> Option<u64> {
+        if self.config.slow_start.is_zero() {
+            return None;
+        }
+        let mut inner = upstream.control.lock();
+        inner.ramp_epoch += 1;
+        Some(inner.ramp_epoch)
+    }
+
+    /// Logs a slow start that has begun and steps its ramp up.
+    fn start_ramp(&self, upstream: Arc<Upstream>, epoch: u64) {
+        let over = self.config.slow_start;
+        tracing::info!(
+            backend = %upstream.name,
+            "slow start: from {FIRST_RAMP}% of its weight to all of it over {over:?}"
+        );
+        ramp_up(self.pool.clone(), upstream, epoch, over);
+    }
+
+    /// Adds `upstream` to the pool as `spec` says; with `--slow-start` it
+    /// comes in at [`FIRST_RAMP`], in the same locked step.
+    pub(crate) fn add(
+        &self,
+        spec: crate::engine::BackendSpec<'_>,
+        upstream: &Arc<Upstream>,
+    ) -> Result<(), crate::engine::EngineError> {
+        let mut epoch = None;
+        self.pool.add_then(spec, Arc::clone(upstream), |_| {
+            epoch = self.first_ramp(upstream);
+            epoch.map(|_| BackendChange {
+                ramp: Some(FIRST_RAMP),
+                ..BackendChange::default()
+            })
+        })?;
+        if let Some(epoch) = epoch {
+            self.start_ramp(Arc::clone(upstream), epoch);
+        }
+        Ok(())
+    }
+
+    /// Changes the weight, limit or ramp of the backend `name` in the
+    /// pool; with `--slow-start`, a weight from 0 to more (undrained)
+    /// begins a slow start in the same locked step, unless the change sets
+    /// a ramp itself.
+    pub(crate) fn reweight(
+        &self,
+        name: &str,
+        change: BackendChange,
+    ) -> Result<(), crate::engine::EngineError> {
+        let mut ramping = None;
+        self.pool.change_with(name, |backend| {
+            let undrained = backend.weight() == 0 && change.weight.is_some_and(|w| w > 0);
+            if !undrained || change.ramp.is_some() {
+                return Some(change);
+            }
+            let upstream = backend.payload();
+            let epoch = self.first_ramp(upstream);
+            ramping = epoch.map(|epoch| (Arc::clone(upstream), epoch));
+            Some(BackendChange {
+                ramp: epoch.map(|_| FIRST_RAMP),
+                ..change
+            })
+        })?;
+        if let Some((upstream, epoch)) = ramping {
+            self.start_ramp(upstream, epoch);
+        }
+        Ok(())
     }
 }
 

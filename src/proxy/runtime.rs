@@ -9,6 +9,9 @@
 //! envelope) is answered `{"skipped":"line L, column C: why"}`, the node's
 //! own diagnostic. A body over [`MAX_BODY`] is 413.
 //!
+//! With `--slow-start`, a backend added, or given a weight above 0 again,
+//! begins a slow start in the step that makes it eligible (see `control`).
+//!
 //! A removal drains: the backend's weight goes to 0 at once, so that no
 //! new request goes to it, and it leaves the pool when its last request in
 //! flight ends, or when `--grace` has passed (its requests then finish all
@@ -262,7 +265,7 @@ fn add_backend(
     address: SocketAddr,
 ) -> Result<(), EngineError> {
     let upstream = Arc::new(Upstream::new(spec.name.to_owned(), address));
-    state.pool.add_with(spec, Arc::clone(&upstream))?;
+    state.add(spec, &upstream)?;
     let checks = lock(&state.runtime.loaded).checks_for_added(&upstream.name);
     match checks {
         Ok(Some(check)) => {
@@ -335,7 +338,7 @@ fn set_backend(state: &State, name: &str, change: BackendChange) -> Result<(), E
         ..change
     };
     if in_pool != BackendChange::default() {
-        state.pool.change(name, in_pool)?;
+        state.reweight(name, in_pool)?;
     }
     match change.healthy {
         Some(false) => {
@@ -515,7 +518,7 @@ fn add_configured(state: &Arc<State>, backend: &Backend) {
         weight: backend.weight,
         max_connections: backend.max_connections,
     };
-    if let Err(e) = state.pool.add_with(spec, Arc::clone(&upstream)) {
+    if let Err(e) = state.add(spec, &upstream) {
         tracing::warn!(backend = %backend.name, "not added: {e}");
         return;
     }
@@ -532,7 +535,7 @@ fn change_configured(state: &Arc<State>, upstream: &Arc<Upstream>, backend: &Bac
         max_connections: Some(backend.max_connections),
         ..BackendChange::default()
     };
-    if let Err(e) = state.pool.change(&backend.name, change) {
+    if let Err(e) = state.reweight(&backend.name, change) {
         tracing::warn!(backend = %backend.name, "not changed: {e}");
         return;
     }

@@ -613,6 +613,16 @@ impl Proxy {
         }
     }
 
+    /// Posts one of the node's messages with this body (from `ops`) to
+    /// the admin API's `/messages`; its reply's body.
+    pub async fn message(&self, body: &str) -> Value {
+        let message = format!(r#"{{"src":"ops","dest":"lb","body":{body}}}"#);
+        let answer = post_to(self.admin, "/messages", message).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let reply: Value = serde_json::from_slice(&answer.body).expect("a JSON reply");
+        reply["body"].clone()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -760,6 +770,15 @@ where
     within("a response", sender.send_request(request))
         .await
         .expect("a response")
+}
+
+/// `POST path` with `body` to the admin listener at `admin`.
+pub async fn post_to(admin: SocketAddr, path: &str, body: impl Into<Bytes>) -> Answer {
+    let request = Request::post(path)
+        .header("host", "admin.test")
+        .body(Full::new(body.into()))
+        .expect("a request");
+    read(send(admin, request).await).await
 }
 
 /// Reads a response's body to its end.
