@@ -508,6 +508,19 @@ async fn a_backend_closing_kept_alive_connections_is_no_failure() {
 // 4. Client disconnects and upgrades.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_backend_connections_close_after_the_backend_idle_timeout() {
+    let a = Backend::start("a", Behaviour::Slow(Duration::from_millis(20))).await;
+    let proxy = Proxy::start(&[a.spec()], &["--backend-idle-timeout", "300ms"]);
+    let fds = proxy.open_fds();
+    // 8 at once: 8 connections to the backend, kept alive once answered.
+    assert_eq!(all_ok(spawn_gets(&proxy, 8)).await, ["a"; 8]);
+    let open = proxy.open_fds();
+    assert!(open >= fds + 8, "{open} descriptors open, {fds} before");
+    let stats = proxy.settles(fds).await;
+    assert_eq!(stats.requests("a"), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_response_gives_its_count_back() {
     let streaming = Backend::start(
         "streaming",

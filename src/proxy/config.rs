@@ -146,6 +146,12 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
+    /// how long a kept-alive connection to a backend may stay idle before
+    /// the proxy closes it (NGINX's upstream keepalive_timeout)
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub backend_idle_timeout: Option<Duration>,
     /// on SIGTERM or SIGINT, how long requests in flight may take to
     /// finish; also how long a backend removed at run time is drained
     /// before it goes anyway [default: 30s]
@@ -411,6 +417,7 @@ impl Settings {
             response_timeout: self.response_timeout.unwrap_or(Duration::from_secs(60)),
             header_timeout: self.header_timeout.unwrap_or(Duration::from_secs(10)),
             idle_timeout: self.idle_timeout.unwrap_or(Duration::from_secs(60)),
+            backend_idle_timeout: self.backend_idle_timeout.unwrap_or(Duration::from_secs(60)),
             grace: self.grace.unwrap_or(Duration::from_secs(30)),
             log: self.log.unwrap_or_else(|| "info".into()),
             access_log: self.access_log.unwrap_or(false),
@@ -486,6 +493,7 @@ pub struct Config {
     pub response_timeout: Duration,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub backend_idle_timeout: Duration,
     pub grace: Duration,
     pub log: String,
     pub access_log: bool,

@@ -211,6 +211,7 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
             health::start(&state, upstream, check.clone());
         }
     }
+    tokio::spawn(close_idle_now_and_then(Arc::downgrade(&state)));
     // Watched before the lines below, which tell scripts they may send it.
     let signal = shutdown_signal();
     reload_on_hangup(&state);
@@ -262,6 +263,30 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
         recorder.finish();
     }
     Ok(())
+}
+
+/// Closes, every so often, the backend connections idle for longer than
+/// `--backend-idle-timeout`, so that a quiet proxy holds none open for
+/// long.
+async fn close_idle_now_and_then(state: std::sync::Weak<State>) {
+    let Some(timeout) = state.upgrade().map(|s| s.config.backend_idle_timeout) else {
+        return;
+    };
+    let period = (timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // Weak: this task never keeps a stopping proxy waiting.
+        let Some(state) = state.upgrade() else { return };
+        let upstreams: Vec<Arc<Upstream>> = state
+            .pool
+            .read(|p| p.iter().map(|(_, b)| Arc::clone(b.payload())).collect());
+        drop(state);
+        for upstream in upstreams {
+            upstream.close_idle(timeout);
+        }
+    }
 }
 
 /// Has the journal pass its lines on every so often, so that a record is

@@ -7,7 +7,8 @@
 //! at once, so the engine's count covers exactly the exchange the engine
 //! chose), and gives it back once its response body has been read to the
 //! end. A connection that fails, or whose response was abandoned, is
-//! dropped.
+//! dropped, and so is one idle for longer than `--backend-idle-timeout`
+//! (see [`Upstream::close_idle`]).
 
 use super::body::ProxyBody;
 use super::config::HealthCheck;
@@ -33,7 +34,8 @@ pub type Connection = SendRequest<ProxyBody>;
 pub struct Upstream {
     pub name: String,
     pub address: SocketAddr,
-    idle: Mutex<Vec<Connection>>,
+    /// Oldest first, each with when it was given back.
+    idle: Mutex<Vec<(Connection, Instant)>>,
     /// When the failures still inside the window happened, oldest first.
     failures: Mutex<VecDeque<Instant>>,
     /// Why it is out of the pool, and what its checks have seen.
@@ -87,9 +89,10 @@ impl Upstream {
     }
 
     /// An idle connection that is still open, if any.
+    /// The most recently used first: the oldest are left to time out.
     pub fn take_idle(&self) -> Option<Connection> {
         let mut idle = lock(&self.idle);
-        while let Some(connection) = idle.pop() {
+        while let Some((connection, _)) = idle.pop() {
             if connection.is_ready() {
                 return Some(connection);
             }
@@ -102,9 +105,21 @@ impl Upstream {
         if connection.is_ready() {
             let mut idle = lock(&self.idle);
             if idle.len() < IDLE_PER_BACKEND {
-                idle.push(connection);
+                idle.push((connection, Instant::now()));
             }
         }
+    }
+
+    /// Closes the connections idle for `timeout` or longer (dropped, each
+    /// connection's task ends and closes its socket); how many.
+    pub fn close_idle(&self, timeout: Duration) -> usize {
+        let mut idle = lock(&self.idle);
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= timeout)
+            .count();
+        idle.drain(..expired);
+        expired
     }
 
     /// Opens a new connection, within `timeout`.

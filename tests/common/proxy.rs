@@ -623,6 +623,35 @@ impl Proxy {
         reply["body"].clone()
     }
 
+    /// The proxy process's open file descriptors now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the proxy's /proc entry")
+            .count()
+    }
+
+    /// Waits, for at most [`WAIT`], until no backend has a request in
+    /// flight and the process holds no more descriptors than `fds` (as it
+    /// did before the load: its idle backend connections closed by
+    /// `--backend-idle-timeout`); the stats then. Fails the test if either
+    /// never comes: a leaked count or descriptor.
+    pub async fn settles(&self, fds: usize) -> Stats {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.stats().await;
+            let open = self.open_fds();
+            if stats.sum("active") == 0 && open <= fds {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled within {WAIT:?}: {open} descriptors open (at the start: {fds}); last /stats: {}",
+                stats.0
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
