@@ -305,6 +305,45 @@ async fn a_backend_marked_down_gets_no_new_request_and_its_request_in_flight_com
     assert_eq!((answer.status, answer.text()), (200, "b"));
 }
 
+/// Polls the proxy's open descriptors until there are `n`, for at most
+/// [`WAIT`].
+async fn fds_become(proxy: &Proxy, n: usize, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while proxy.open_fds() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} descriptors open, not {n}",
+            proxy.open_fds()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_removed_backend_keeps_no_connection_open() {
+    let a = Backend::start("a", Behaviour::Fast).await;
+    let b = Backend::start("b", Behaviour::Fast).await;
+    let proxy = Proxy::start(&[a.spec(), b.spec()], &[]);
+    let fds = proxy.open_fds();
+    // One after the other: one kept-alive connection to each backend.
+    for _ in 0..4 {
+        assert_eq!(get(proxy.address, "/").await.status, 200);
+    }
+    fds_become(&proxy, fds + 2, "a connection kept to each").await;
+    assert_eq!(
+        ask(
+            &proxy,
+            &msg(r#"{"type":"remove_backend","msg_id":1,"backend":"b"}"#)
+        )
+        .await,
+        reply(
+            r#"{"type":"remove_backend_ok","in_reply_to":1,"backend":"b","active_connections":{"a":0}}"#
+        )
+    );
+    // b's is closed with its removal; a's is kept.
+    fds_become(&proxy, fds + 1, "b's connection closed").await;
+}
+
 #[tokio::test]
 async fn remove_backend_answers_once_its_request_in_flight_has_completed() {
     let (a, b, gate_a, gate_b, proxy) = pair(&[]).await;

@@ -211,6 +211,9 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
             health::start(&state, upstream, check.clone());
         }
     }
+    // The pool holds them from now on: one removed is then dropped, and
+    // its connections with it.
+    drop(upstreams);
     tokio::spawn(close_idle_now_and_then(Arc::downgrade(&state)));
     // Watched before the lines below, which tell scripts they may send it.
     let signal = shutdown_signal();

@@ -100,9 +100,11 @@ impl Upstream {
         None
     }
 
-    /// Keeps a connection whose exchange is over for the next request.
+    /// Keeps a connection whose exchange is over for the next request,
+    /// unless the backend has left the pool: no request will take it, and
+    /// nothing sweeps a removed backend's connections.
     pub fn give_back(&self, connection: Connection) {
-        if connection.is_ready() {
+        if connection.is_ready() && !self.control.is_retired() {
             let mut idle = lock(&self.idle);
             if idle.len() < IDLE_PER_BACKEND {
                 idle.push((connection, Instant::now()));
