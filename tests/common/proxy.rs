@@ -22,6 +22,7 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,6 +158,11 @@ impl Received {
 struct Seen {
     received: Mutex<Vec<Received>>,
     answered: AtomicUsize,
+    /// The connections open now, by number: a second descriptor of each
+    /// socket, to reset it with, and the task serving it.
+    open: Mutex<std::collections::HashMap<u64, (std::os::fd::OwnedFd, tokio::task::AbortHandle)>>,
+    /// Numbers the connections.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 /// An HTTP backend in the test process.
@@ -210,6 +216,22 @@ impl Backend {
             task.abort();
             // Once it has ended, the listener is closed.
             let _ = task.await;
+        }
+    }
+
+    /// Dies as a crashed server does: stops listening (new connections are
+    /// refused) and resets every connection open, whatever it was doing
+    /// (waiting for a request, holding one, halfway through a body).
+    pub async fn kill(&mut self) {
+        self.stop_listening().await;
+        let open: Vec<_> = self.seen.open.lock().unwrap().drain().collect();
+        for (_, (fd, task)) in open {
+            // A linger of 0 makes the last close of the socket a reset.
+            let socket = std::net::TcpStream::from(fd);
+            if let Ok(socket) = TcpStream::from_std(socket) {
+                let _ = socket.set_zero_linger();
+            }
+            task.abort();
         }
     }
 
@@ -338,6 +360,9 @@ fn accept(
                 continue;
             };
             let (name, seen, behaviour) = (Arc::clone(&name), Arc::clone(&seen), behaviour.clone());
+            let number = seen.accepted.fetch_add(1, Ordering::SeqCst);
+            let second = stream.as_fd().try_clone_to_owned();
+            let open = Arc::clone(&seen);
             let service = service_fn(move |request| {
                 answer(
                     Arc::clone(&name),
@@ -346,12 +371,20 @@ fn accept(
                     request,
                 )
             });
-            tokio::spawn(async move {
+            // Holds the lock until registered, so that the task cannot end
+            // (and unregister) first.
+            let mut registry = open.open.lock().unwrap();
+            let unregister = Arc::clone(&open);
+            let task = tokio::spawn(async move {
                 let _ = server::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+                unregister.open.lock().unwrap().remove(&number);
             });
+            if let Ok(second) = second {
+                registry.insert(number, (second, task.abort_handle()));
+            }
         }
     })
 }
