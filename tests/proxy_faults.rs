@@ -528,3 +528,42 @@ async fn a_body_longer_than_announced_leaves_the_rest_as_the_next_request() {
     assert_eq!(counts(&stats, "up"), (2, 2, 0));
     still_serves(&mut proxy, &["0"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_stalling_its_body_is_cut_off_after_the_response_timeout() {
+    // Alone on its connection, and with the client's next request already
+    // sent behind it: then hyper reads nothing from the client while the
+    // response is under way, and no client timeout runs.
+    for pipelined in [false, true] {
+        let stalling = scripted("stalling", partial_answer(1 << 20, 64 * 1024), true).await;
+        let ok = Backend::start("ok", Behaviour::Fast).await;
+        let mut proxy = Proxy::start(
+            &[stalling, ok.spec()],
+            &first_until_it_fails(&["--response-timeout", "300ms"]),
+        );
+        let fds = proxy.open_fds();
+        let request = "GET / HTTP/1.1\r\nHost: test.example\r\n\r\n".repeat(1 + pipelined as usize);
+        let mut stream = sent(proxy.address, request.as_bytes()).await;
+        let (head, first) = read_head(&mut stream).await;
+        assert_eq!(status_of(&head), 200, "{head}");
+        let started = Instant::now();
+        // What the backend sent, then the connection closed: no second
+        // response.
+        let rest = until_closed(&mut stream).await;
+        let took = started.elapsed();
+        assert_eq!(
+            first.len() + rest.len(),
+            64 * 1024,
+            "pipelined: {pipelined}"
+        );
+        assert!(
+            Duration::from_millis(250) <= took && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert_eq!(ok.arrived(), 0);
+        let stats = proxy.settles(fds).await;
+        assert_eq!(counts(&stats, "stalling"), (1, 1, 1));
+        assert!(!stats.healthy("stalling"));
+        still_serves(&mut proxy, &["ok"]).await;
+    }
+}

@@ -6,6 +6,13 @@
 //! read to its end (the connection then goes back to the idle pool), when
 //! it fails, and when it is dropped unfinished because the client went
 //! away: exactly once, whichever comes first.
+//!
+//! A backend that sends nothing more for the response timeout while the
+//! proxy waits for its body fails the body, as NGINX's
+//! `proxy_read_timeout`: the client connection's idle timeout alone cannot
+//! end that wait, as it only runs while hyper reads or writes, and hyper
+//! reads nothing while a response is under way and the client has already
+//! sent its next request.
 
 use super::upstream::Connection;
 use super::Held;
@@ -14,6 +21,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -108,6 +116,9 @@ impl Body for ProxyBody {
     }
 }
 
+/// Why a relayed body failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A response body to the client.
 pub enum Reply {
     Relay(Relay),
@@ -143,6 +154,11 @@ impl Reply {
 pub struct Relay {
     inner: Incoming,
     end: Option<End>,
+    /// The longest wait for the backend's next frame.
+    timeout: Duration,
+    /// Armed at the first wait since the last frame, so that time spent
+    /// while the client was not ready for more does not count.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What the end of a relayed body settles.
@@ -162,6 +178,7 @@ impl Relay {
         connection: Connection,
         started: Instant,
         ok: bool,
+        timeout: Duration,
     ) -> Relay {
         Relay {
             inner,
@@ -171,6 +188,8 @@ impl Relay {
                 started,
                 ok,
             }),
+            timeout,
+            waiting: None,
         }
     }
 
@@ -193,21 +212,34 @@ impl Relay {
 
 impl Body for Relay {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if waiting.as_mut().poll(cx).is_ready() {
+                    this.finish(false, true);
+                    let why = format!("the backend sent no more of its body within {timeout:?}");
+                    return Poll::Ready(Some(Err(why.into())));
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => this.finish(true, false),
             Poll::Ready(Some(Err(_))) => this.finish(false, true),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(true, false),
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        polled
+        this.waiting = None;
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -230,12 +262,12 @@ impl Drop for Relay {
 
 impl Body for Reply {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Reply::Relay(relay) => Pin::new(relay).poll_frame(cx),
             Reply::Own(full) => Pin::new(full)

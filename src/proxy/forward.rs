@@ -17,9 +17,10 @@
 //! 4. A response header not received within the response timeout is a
 //!    504; a failure that cannot be retried is a 502. Every such answer
 //!    says what happened in its body.
-//! 5. The response is relayed; the lease ends with its body. A 101 answer
-//!    to an upgrade turns the exchange into a tunnel that holds the lease
-//!    until either side closes.
+//! 5. The response is relayed; the lease ends with its body, which fails
+//!    when the backend sends no more of it within the response timeout.
+//!    A 101 answer to an upgrade turns the exchange into a tunnel that
+//!    holds the lease until either side closes.
 
 use super::body::{Progress, ProxyBody, Relay, Reply};
 use super::headers;
@@ -116,8 +117,10 @@ async fn forward(
                 }
                 let ok = !(state.config.fail_on_5xx && response.status().is_server_error());
                 headers::remove_hop_by_hop(response.headers_mut(), false);
-                return response
-                    .map(|body| Reply::Relay(Relay::new(body, held, connection, started, ok)));
+                let timeout = state.config.response_timeout;
+                return response.map(|body| {
+                    Reply::Relay(Relay::new(body, held, connection, started, ok, timeout))
+                });
             }
             Exchange::Unsent(back, why) => {
                 held.record(false, started.elapsed());
