@@ -12,7 +12,8 @@ mod common;
 
 use common::peak_kib;
 use common::proxy::{
-    get, read_head, status_of, within, Backend, Behaviour, Client, Gate, Proxy, Stats,
+    get, read_head, read_response, status_of, within, Backend, Behaviour, Client, Gate, Proxy,
+    Stats,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -566,4 +567,68 @@ async fn a_backend_stalling_its_body_is_cut_off_after_the_response_timeout() {
         assert!(!stats.healthy("stalling"));
         still_serves(&mut proxy, &["ok"]).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_its_request_is_whole_is_no_failure_of_the_backend() {
+    let up = Backend::start("up", Behaviour::Upload).await;
+    let mut proxy = Proxy::start(&[up.spec()], &["--backend-idle-timeout", BACKEND_IDLE]);
+    let fds = proxy.open_fds();
+    // Half a head: nothing reaches a backend.
+    drop(sent(proxy.address, b"GET / HTTP/1.1\r\nHost: test.exa").await);
+    // Half a body: the request reaches the backend, then its client goes.
+    let half = sent(
+        proxy.address,
+        b"POST /up HTTP/1.1\r\nHost: test.example\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    proxy
+        .stats_when("the upload under way", |s| s.active("up") == 1)
+        .await;
+    drop(half);
+    let stats = proxy.settles(fds).await;
+    assert_eq!(up.arrived(), 1);
+    // Counted, and not as a failure: the backend stays in.
+    assert_eq!(counts(&stats, "up"), (1, 1, 0));
+    assert!(stats.healthy("up"), "{}", stats.0);
+    // Upload answers the length of the body it read: none.
+    still_serves(&mut proxy, &["0"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_announced_gets_408_after_the_idle_timeout_and_no_failure() {
+    let up = Backend::start("up", Behaviour::Upload).await;
+    let mut proxy = Proxy::start(
+        &[up.spec()],
+        &[
+            "--idle-timeout",
+            "800ms",
+            "--backend-idle-timeout",
+            BACKEND_IDLE,
+        ],
+    );
+    let fds = proxy.open_fds();
+    let mut stream = sent(
+        proxy.address,
+        b"POST /up HTTP/1.1\r\nHost: test.example\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    let started = Instant::now();
+    let answer = read_response(&mut stream).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 408, "{}", answer.head);
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.starts_with("leastconn: 408 Request Timeout: the request body did not arrive whole"),
+        "{text}"
+    );
+    assert!(
+        Duration::from_millis(800) <= took && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(up.arrived(), 1);
+    let stats = proxy.settles(fds).await;
+    assert_eq!(counts(&stats, "up"), (1, 1, 0));
+    assert!(stats.healthy("up"), "{}", stats.0);
+    still_serves(&mut proxy, &["0"]).await;
 }

@@ -24,7 +24,7 @@ use hyper::{Response, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,11 +39,15 @@ pub struct ProxyBody {
 }
 
 /// When an upload last moved, so that the response timeout counts from
-/// there: a long upload is not a slow backend.
+/// there: a long upload is not a slow backend; and whether the client's
+/// body failed (the client gone, or silent for the idle timeout), which is
+/// no failure of the backend's.
 pub struct Progress {
     start: Instant,
     /// Microseconds from `start` to the last frame sent.
     last: AtomicU64,
+    /// The client's answer once its body failed.
+    failed: OnceLock<(StatusCode, String)>,
 }
 
 impl Progress {
@@ -52,9 +56,27 @@ impl Progress {
         self.start + Duration::from_micros(self.last.load(Ordering::Relaxed))
     }
 
+    /// Once the client's body failed, the status and reason to answer it
+    /// with: 408 when it timed out, else 400.
+    pub fn failed(&self) -> Option<&(StatusCode, String)> {
+        self.failed.get()
+    }
+
     fn touch(&self) {
         let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last.store(micros, Ordering::Relaxed);
+    }
+
+    fn fail(&self, e: &hyper::Error) {
+        let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        let (status, why) = match io {
+            Some(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                (StatusCode::REQUEST_TIMEOUT, format!("{e}: {io}"))
+            }
+            Some(io) => (StatusCode::BAD_REQUEST, format!("{e}: {io}")),
+            None => (StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let _ = self.failed.set((status, why));
     }
 }
 
@@ -65,6 +87,7 @@ impl ProxyBody {
             Arc::new(Progress {
                 start: Instant::now(),
                 last: AtomicU64::new(0),
+                failed: OnceLock::new(),
             })
         });
         ProxyBody {
@@ -99,8 +122,13 @@ impl Body for ProxyBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
-        if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
-            progress.touch();
+        if let Some(progress) = &this.progress {
+            if let Poll::Ready(frame) = &polled {
+                progress.touch();
+                if let Some(Err(e)) = frame {
+                    progress.fail(e);
+                }
+            }
         }
         polled
     }

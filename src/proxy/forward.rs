@@ -15,8 +15,9 @@
 //!    a request without a body that may be repeated is sent again on a new
 //!    connection.
 //! 4. A response header not received within the response timeout is a
-//!    504; a failure that cannot be retried is a 502. Every such answer
-//!    says what happened in its body.
+//!    504; a failure that cannot be retried is a 502, unless the client's
+//!    body failed (400, or 408 when it timed out), which is no failure of
+//!    the backend's. Every such answer says what happened in its body.
 //! 5. The response is relayed; the lease ends with its body, which fails
 //!    when the backend sends no more of it within the response timeout.
 //!    A 101 answer to an upgrade turns the exchange into a tunnel that
@@ -79,6 +80,7 @@ async fn forward(
     // The request leaves here; a send that fails before it went out hands
     // it back for the next backend.
     let mut unsent = Some(request.map(ProxyBody::client));
+    let upload = unsent.as_ref().and_then(|r| r.body().progress());
     let mut tried: Vec<BackendId> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     loop {
@@ -135,6 +137,12 @@ async fn forward(
                 }
             }
             Exchange::Failed(why) => {
+                // The client's body failing is no failure of the backend's:
+                // the lease ends with nothing recorded.
+                if let Some((status, broke)) = upload.as_deref().and_then(Progress::failed) {
+                    let why = format!("the request body did not arrive whole: {broke}");
+                    return answer(*status, why);
+                }
                 held.record(false, started.elapsed());
                 failures.push(format!("{upstream}: {why}"));
                 return answer(StatusCode::BAD_GATEWAY, failures.join("; "));
