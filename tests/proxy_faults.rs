@@ -598,9 +598,13 @@ async fn a_client_gone_before_its_request_is_whole_is_no_failure_of_the_backend(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_shorter_than_announced_gets_408_after_the_idle_timeout_and_no_failure() {
     let up = Backend::start("up", Behaviour::Upload).await;
+    // The response timeout is shorter, but waiting for the client's body
+    // is no slowness of the backend's: the client's idle timeout ends it.
     let mut proxy = Proxy::start(
         &[up.spec()],
         &[
+            "--response-timeout",
+            "300ms",
             "--idle-timeout",
             "800ms",
             "--backend-idle-timeout",

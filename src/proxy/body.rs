@@ -23,7 +23,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,13 +39,15 @@ pub struct ProxyBody {
 }
 
 /// When an upload last moved, so that the response timeout counts from
-/// there: a long upload is not a slow backend; and whether the client's
-/// body failed (the client gone, or silent for the idle timeout), which is
-/// no failure of the backend's.
+/// there: a long upload is not a slow backend; whether the proxy waits for
+/// the client to send more, which is no slowness of the backend's either;
+/// and whether the client's body failed (the client gone, or silent for
+/// the idle timeout), which is no failure of the backend's.
 pub struct Progress {
     start: Instant,
     /// Microseconds from `start` to the last frame sent.
     last: AtomicU64,
+    waiting: AtomicBool,
     /// The client's answer once its body failed.
     failed: OnceLock<(StatusCode, String)>,
 }
@@ -54,6 +56,11 @@ impl Progress {
     /// When the upload last moved.
     pub fn last(&self) -> Instant {
         self.start + Duration::from_micros(self.last.load(Ordering::Relaxed))
+    }
+
+    /// Whether the proxy is waiting for the client's next piece of body.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Once the client's body failed, the status and reason to answer it
@@ -87,6 +94,7 @@ impl ProxyBody {
             Arc::new(Progress {
                 start: Instant::now(),
                 last: AtomicU64::new(0),
+                waiting: AtomicBool::new(false),
                 failed: OnceLock::new(),
             })
         });
@@ -123,6 +131,9 @@ impl Body for ProxyBody {
         };
         let polled = Pin::new(inner).poll_frame(cx);
         if let Some(progress) = &this.progress {
+            progress
+                .waiting
+                .store(polled.is_pending(), Ordering::Relaxed);
             if let Poll::Ready(frame) = &polled {
                 progress.touch();
                 if let Some(Err(e)) = frame {

@@ -259,20 +259,24 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
 
 /// Waits for the response header, for at most `timeout` after the request
 /// started to go out or, while its body is uploaded, after the body last
-/// moved. `None` when the time ran out.
+/// moved, not counting waits for the client to send more of it (bounded
+/// by the client's idle timeout). `None` when the time ran out.
 async fn response_header<T>(
     send: impl std::future::Future<Output = T>,
     upload: Option<&Progress>,
     timeout: std::time::Duration,
 ) -> Option<T> {
     tokio::pin!(send);
-    let sent_at = tokio::time::Instant::now();
+    let mut since = tokio::time::Instant::now();
     loop {
-        let quiet_since = upload.map_or(sent_at, |p| sent_at.max(p.last().into()));
+        let quiet_since = upload.map_or(since, |p| since.max(p.last().into()));
         match tokio::time::timeout_at(quiet_since + timeout, &mut send).await {
             Ok(result) => return Some(result),
             Err(_)
                 if upload.is_some_and(|p| tokio::time::Instant::from(p.last()) > quiet_since) => {}
+            Err(_) if upload.is_some_and(Progress::waiting) => {
+                since = tokio::time::Instant::now();
+            }
             Err(_) => return None,
         }
     }
