@@ -275,14 +275,10 @@ impl Backend {
                 };
                 let (name, seen) = (name_.clone(), Arc::clone(&seen_));
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
+                    let Some(head) = request_head(&mut stream).await else {
+                        return;
+                    };
                     let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
                     let text = String::from_utf8_lossy(&head).into_owned();
                     let mut words = text.split(' ');
                     seen.received.lock().unwrap().push(Received {
@@ -344,6 +340,20 @@ impl Backend {
     pub fn answered(&self) -> usize {
         self.seen.answered.load(Ordering::SeqCst)
     }
+}
+
+/// Reads a request head, and perhaps bytes after it, as a raw backend
+/// does; `None` when the connection ends first.
+pub async fn request_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 /// Serves every connection `listener` accepts, doing `behaviour`.
