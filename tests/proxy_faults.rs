@@ -13,7 +13,7 @@ mod common;
 use common::peak_kib;
 use common::proxy::{
     get, read_head, read_response, request_head, status_of, within, Backend, Behaviour, Client,
-    Gate, Proxy, Stats,
+    Gate, Proxy, Stats, WAIT,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,6 +52,16 @@ async fn settled(proxy: &Proxy, fds: usize, expected: &[(&str, (u64, u64, u64), 
         assert_eq!(stats.healthy(name), healthy, "{name}: {}", stats.0);
     }
     stats
+}
+
+/// Waits, for at most [`WAIT`], until `n` requests have reached `backend`:
+/// a request is counted when its backend is picked, before it is sent.
+async fn arrived(backend: &Backend, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while backend.arrived() < n {
+        assert!(Instant::now() < deadline, "{} arrived", backend.arrived());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Asserts that `took` is at least `at_least` and well within [`WAIT`].
@@ -187,6 +197,7 @@ async fn a_killed_backend_fails_what_it_held_and_gets_traffic_again_once_restart
             (s.active("a"), s.active("b")) == (2, 2)
         })
         .await;
+    arrived(&a, 2).await;
     a.kill().await;
     // Both sent to a, so neither may be tried again: 502 each.
     proxy
@@ -376,9 +387,11 @@ async fn clients_gone_while_their_backend_works_give_their_counts_back() {
     for _ in 0..3 {
         clients.push(sent(proxy.address, GET.as_bytes()).await);
     }
+    // Counted when picked, before the backend has them: wait for both.
     proxy
         .stats_when("three held", |s| s.active("held") == 3)
         .await;
+    arrived(&held, 3).await;
     drop(clients);
     // The proxy sees them go while it waits, and gives their counts back
     // at once, as the client's doing, not the backend's.
@@ -398,12 +411,13 @@ async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
     let ok = Backend::start("ok", Behaviour::Fast).await;
     let mut proxy = Proxy::start(&[ok.spec()], &["--header-timeout", "500ms"]);
     let fds = proxy.open_fds();
+    // Before connecting: the header timeout may count from the accept.
+    let started = Instant::now();
     let stream = within("connect", TcpStream::connect(proxy.address))
         .await
         .expect("connected");
     let (mut reading, mut writing) = stream.into_split();
     let head = b"GET / HTTP/1.1\r\nHost: test.example\r\nX-Slowly: 1\r\n\r\n";
-    let started = Instant::now();
     let dripping = tokio::spawn(async move {
         for byte in head {
             if writing.write_all(&[*byte]).await.is_err() {
@@ -580,8 +594,8 @@ async fn a_backend_stalling_its_body_is_cut_off_after_the_response_timeout() {
             &first_until_it_fails(&["--response-timeout", "300ms"]),
         );
         let fds = proxy.open_fds();
-        let (mut stream, _, first) = answered_200(proxy.address, 1 + pipelined as usize).await;
         let started = Instant::now();
+        let (mut stream, _, first) = answered_200(proxy.address, 1 + pipelined as usize).await;
         // What the backend sent, then the connection closed: no second
         // response.
         let rest = until_closed(&mut stream).await;
@@ -591,7 +605,7 @@ async fn a_backend_stalling_its_body_is_cut_off_after_the_response_timeout() {
             64 * 1024,
             "pipelined: {pipelined}"
         );
-        took_at_least(took, Duration::from_millis(250));
+        took_at_least(took, Duration::from_millis(300));
         assert_eq!(ok.arrived(), 0);
         let expected = [("stalling", (1, 1, 1), false), ("ok", (0, 0, 0), true)];
         settled(&proxy, fds, &expected).await;
