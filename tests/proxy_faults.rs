@@ -260,7 +260,23 @@ async fn a_backend_killed_mid_body_cuts_the_response_and_fails() {
     let mut proxy = Proxy::start(&[streaming.spec(), ok.spec()], &first_until_it_fails(&[]));
     let fds = proxy.open_fds();
     let (mut stream, _, _) = answered_200(proxy.address, 1).await;
+    // A client of the backend's own, mid-body too, sees how it dies.
+    let (mut direct, _, _) = answered_200(streaming.address, 1).await;
     streaming.kill().await;
+    let mut buf = vec![0; 64 * 1024];
+    // What was already under way, at most the socket buffers' worth.
+    let mut reset = None;
+    for _ in 0..10_000 {
+        match within("the reset", direct.read(&mut buf)).await {
+            Ok(0) => panic!("an orderly close, not a reset"),
+            Ok(_) => {}
+            Err(e) => {
+                reset = Some(e.kind());
+                break;
+            }
+        }
+    }
+    assert_eq!(reset, Some(std::io::ErrorKind::ConnectionReset));
     // Whatever came before the reset, then the end: no second response.
     let got = until_closed(&mut stream).await;
     assert!(got.len() < 1 << 30);
