@@ -221,6 +221,16 @@ async fn a_killed_backend_fails_what_it_held_and_gets_traffic_again_once_restart
     }
     assert_eq!(tally(statuses), BTreeMap::from([(200, 5), (502, 2)]));
     assert_eq!(bodies.iter().filter(|b| *b == "b").count(), 5);
+    let failed = format!(
+        "leastconn: 502 Bad Gateway: backend a ({}): connection error: \
+         Connection reset by peer (os error 104)\n",
+        a.address
+    );
+    assert_eq!(
+        bodies.iter().filter(|b| **b == failed).count(),
+        2,
+        "{bodies:?}"
+    );
     // Restarted, a is back once its passive time is over, and takes its
     // share again.
     a.listen_again(Behaviour::Fast).await;

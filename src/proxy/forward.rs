@@ -245,12 +245,12 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
             Some(Err(mut e)) => match e.take_message() {
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,
-                Some(back) => return Exchange::Unsent(back, e.into_error().to_string()),
+                Some(back) => return Exchange::Unsent(back, with_cause(&e.into_error())),
                 None => match again.take() {
                     Some(copy) if from_idle && closed_unanswered(e.error()) => {
                         request = copy;
                     }
-                    _ => return Exchange::Failed(e.into_error().to_string()),
+                    _ => return Exchange::Failed(with_cause(&e.into_error())),
                 },
             },
         }
@@ -279,6 +279,15 @@ async fn response_header<T>(
             }
             Err(_) => return None,
         }
+    }
+}
+
+/// What went wrong, with its cause: hyper says "connection error" and
+/// keeps "Connection reset by peer" as its source.
+fn with_cause(e: &hyper::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
