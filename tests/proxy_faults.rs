@@ -6,7 +6,9 @@
 //!
 //! Cases `tests/proxy.rs` already has are not repeated here: a client gone
 //! mid-response (`a_client_gone_mid_response_gives_its_count_back`), a
-//! hanging backend's 504 and its text, a gigabyte each way.
+//! hanging backend's 504 and its text (here only its counts and
+//! descriptors, with a backend that answers beside it), a gigabyte each
+//! way.
 
 mod common;
 
