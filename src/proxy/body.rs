@@ -6,6 +6,13 @@
 //! read to its end (the connection then goes back to the idle pool), when
 //! it fails, and when it is dropped unfinished because the client went
 //! away: exactly once, whichever comes first.
+//!
+//! A backend that sends nothing more for the response timeout while the
+//! proxy waits for its body fails the body, as NGINX's
+//! `proxy_read_timeout`: the client connection's idle timeout alone cannot
+//! end that wait, as it only runs while hyper reads or writes, and hyper
+//! reads nothing while a response is under way and the client has already
+//! sent its next request.
 
 use super::upstream::Connection;
 use super::Held;
@@ -14,9 +21,10 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,11 +39,17 @@ pub struct ProxyBody {
 }
 
 /// When an upload last moved, so that the response timeout counts from
-/// there: a long upload is not a slow backend.
+/// there: a long upload is not a slow backend; whether the proxy waits for
+/// the client to send more, which is no slowness of the backend's either;
+/// and whether the client's body failed (the client gone, or silent for
+/// the idle timeout), which is no failure of the backend's.
 pub struct Progress {
     start: Instant,
     /// Microseconds from `start` to the last frame sent.
     last: AtomicU64,
+    waiting: AtomicBool,
+    /// The client's answer once its body failed.
+    failed: OnceLock<(StatusCode, String)>,
 }
 
 impl Progress {
@@ -44,9 +58,32 @@ impl Progress {
         self.start + Duration::from_micros(self.last.load(Ordering::Relaxed))
     }
 
+    /// Whether the proxy is waiting for the client's next piece of body.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Once the client's body failed, the status and reason to answer it
+    /// with: 408 when it timed out, else 400.
+    pub fn failed(&self) -> Option<&(StatusCode, String)> {
+        self.failed.get()
+    }
+
     fn touch(&self) {
         let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last.store(micros, Ordering::Relaxed);
+    }
+
+    fn fail(&self, e: &hyper::Error) {
+        let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        let (status, why) = match io {
+            Some(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                (StatusCode::REQUEST_TIMEOUT, format!("{e}: {io}"))
+            }
+            Some(io) => (StatusCode::BAD_REQUEST, format!("{e}: {io}")),
+            None => (StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let _ = self.failed.set((status, why));
     }
 }
 
@@ -57,6 +94,8 @@ impl ProxyBody {
             Arc::new(Progress {
                 start: Instant::now(),
                 last: AtomicU64::new(0),
+                waiting: AtomicBool::new(false),
+                failed: OnceLock::new(),
             })
         });
         ProxyBody {
@@ -91,8 +130,16 @@ impl Body for ProxyBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
-        if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
-            progress.touch();
+        if let Some(progress) = &this.progress {
+            progress
+                .waiting
+                .store(polled.is_pending(), Ordering::Relaxed);
+            if let Poll::Ready(frame) = &polled {
+                progress.touch();
+                if let Some(Err(e)) = frame {
+                    progress.fail(e);
+                }
+            }
         }
         polled
     }
@@ -107,6 +154,9 @@ impl Body for ProxyBody {
             .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
+
+/// Why a relayed body failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body to the client.
 pub enum Reply {
@@ -143,6 +193,11 @@ impl Reply {
 pub struct Relay {
     inner: Incoming,
     end: Option<End>,
+    /// The longest wait for the backend's next frame.
+    timeout: Duration,
+    /// Armed at the first wait since the last frame, so that time spent
+    /// while the client was not ready for more does not count.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What the end of a relayed body settles.
@@ -162,6 +217,7 @@ impl Relay {
         connection: Connection,
         started: Instant,
         ok: bool,
+        timeout: Duration,
     ) -> Relay {
         Relay {
             inner,
@@ -171,6 +227,8 @@ impl Relay {
                 started,
                 ok,
             }),
+            timeout,
+            waiting: None,
         }
     }
 
@@ -193,21 +251,34 @@ impl Relay {
 
 impl Body for Relay {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if waiting.as_mut().poll(cx).is_ready() {
+                    this.finish(false, true);
+                    let why = format!("the backend sent no more of its body within {timeout:?}");
+                    return Poll::Ready(Some(Err(why.into())));
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => this.finish(true, false),
             Poll::Ready(Some(Err(_))) => this.finish(false, true),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(true, false),
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        polled
+        this.waiting = None;
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -230,12 +301,12 @@ impl Drop for Relay {
 
 impl Body for Reply {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Reply::Relay(relay) => Pin::new(relay).poll_frame(cx),
             Reply::Own(full) => Pin::new(full)

@@ -131,7 +131,9 @@ pub struct Settings {
     #[serde(default, deserialize_with = "duration")]
     pub connect_timeout: Option<Duration>,
     /// time allowed for a backend's response header after the request went
-    /// out (while its body uploads, after the body last moved); then 504
+    /// out (while its body uploads, after the body last moved, not counting
+    /// waits for the client to send more); then 504;
+    /// and for each next piece of its body; then the response is cut
     /// [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]

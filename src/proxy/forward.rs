@@ -15,11 +15,13 @@
 //!    a request without a body that may be repeated is sent again on a new
 //!    connection.
 //! 4. A response header not received within the response timeout is a
-//!    504; a failure that cannot be retried is a 502. Every such answer
-//!    says what happened in its body.
-//! 5. The response is relayed; the lease ends with its body. A 101 answer
-//!    to an upgrade turns the exchange into a tunnel that holds the lease
-//!    until either side closes.
+//!    504; a failure that cannot be retried is a 502, unless the client's
+//!    body failed (400, or 408 when it timed out), which is no failure of
+//!    the backend's. Every such answer says what happened in its body.
+//! 5. The response is relayed; the lease ends with its body, which fails
+//!    when the backend sends no more of it within the response timeout.
+//!    A 101 answer to an upgrade turns the exchange into a tunnel that
+//!    holds the lease until either side closes.
 
 use super::body::{Progress, ProxyBody, Relay, Reply};
 use super::headers;
@@ -78,6 +80,7 @@ async fn forward(
     // The request leaves here; a send that fails before it went out hands
     // it back for the next backend.
     let mut unsent = Some(request.map(ProxyBody::client));
+    let upload = unsent.as_ref().and_then(|r| r.body().progress());
     let mut tried: Vec<BackendId> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     loop {
@@ -116,8 +119,10 @@ async fn forward(
                 }
                 let ok = !(state.config.fail_on_5xx && response.status().is_server_error());
                 headers::remove_hop_by_hop(response.headers_mut(), false);
-                return response
-                    .map(|body| Reply::Relay(Relay::new(body, held, connection, started, ok)));
+                let timeout = state.config.response_timeout;
+                return response.map(|body| {
+                    Reply::Relay(Relay::new(body, held, connection, started, ok, timeout))
+                });
             }
             Exchange::Unsent(back, why) => {
                 held.record(false, started.elapsed());
@@ -132,6 +137,12 @@ async fn forward(
                 }
             }
             Exchange::Failed(why) => {
+                // The client's body failing is no failure of the backend's:
+                // the lease ends with nothing recorded.
+                if let Some((status, broke)) = upload.as_deref().and_then(Progress::failed) {
+                    let why = format!("the request body did not arrive whole: {broke}");
+                    return answer(*status, why);
+                }
                 held.record(false, started.elapsed());
                 failures.push(format!("{upstream}: {why}"));
                 return answer(StatusCode::BAD_GATEWAY, failures.join("; "));
@@ -234,12 +245,12 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
             Some(Err(mut e)) => match e.take_message() {
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,
-                Some(back) => return Exchange::Unsent(back, e.into_error().to_string()),
+                Some(back) => return Exchange::Unsent(back, with_cause(&e.into_error())),
                 None => match again.take() {
                     Some(copy) if from_idle && closed_unanswered(e.error()) => {
                         request = copy;
                     }
-                    _ => return Exchange::Failed(e.into_error().to_string()),
+                    _ => return Exchange::Failed(with_cause(&e.into_error())),
                 },
             },
         }
@@ -248,22 +259,35 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
 
 /// Waits for the response header, for at most `timeout` after the request
 /// started to go out or, while its body is uploaded, after the body last
-/// moved. `None` when the time ran out.
+/// moved, not counting waits for the client to send more of it (bounded
+/// by the client's idle timeout). `None` when the time ran out.
 async fn response_header<T>(
     send: impl std::future::Future<Output = T>,
     upload: Option<&Progress>,
     timeout: std::time::Duration,
 ) -> Option<T> {
     tokio::pin!(send);
-    let sent_at = tokio::time::Instant::now();
+    let mut since = tokio::time::Instant::now();
     loop {
-        let quiet_since = upload.map_or(sent_at, |p| sent_at.max(p.last().into()));
+        let quiet_since = upload.map_or(since, |p| since.max(p.last().into()));
         match tokio::time::timeout_at(quiet_since + timeout, &mut send).await {
             Ok(result) => return Some(result),
             Err(_)
                 if upload.is_some_and(|p| tokio::time::Instant::from(p.last()) > quiet_since) => {}
+            Err(_) if upload.is_some_and(Progress::waiting) => {
+                since = tokio::time::Instant::now();
+            }
             Err(_) => return None,
         }
+    }
+}
+
+/// What went wrong, with its cause: hyper says "connection error" and
+/// keeps "Connection reset by peer" as its source.
+fn with_cause(e: &hyper::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 

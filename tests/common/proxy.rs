@@ -22,6 +22,7 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,6 +158,11 @@ impl Received {
 struct Seen {
     received: Mutex<Vec<Received>>,
     answered: AtomicUsize,
+    /// The connections open now, by number: a second descriptor of each
+    /// socket, to reset it with, and the task serving it.
+    open: Mutex<std::collections::HashMap<u64, (std::os::fd::OwnedFd, tokio::task::AbortHandle)>>,
+    /// Numbers the connections.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 /// An HTTP backend in the test process.
@@ -213,6 +219,22 @@ impl Backend {
         }
     }
 
+    /// Dies as a crashed server does: stops listening (new connections are
+    /// refused) and resets every connection open, whatever it was doing
+    /// (waiting for a request, holding one, halfway through a body).
+    pub async fn kill(&mut self) {
+        self.stop_listening().await;
+        let open: Vec<_> = self.seen.open.lock().unwrap().drain().collect();
+        for (_, (fd, task)) in open {
+            // A linger of 0 makes the last close of the socket a reset.
+            let socket = std::net::TcpStream::from(fd);
+            if let Ok(socket) = TcpStream::from_std(socket) {
+                let _ = socket.set_zero_linger();
+            }
+            task.abort();
+        }
+    }
+
     /// Accepts connections again, at the same address, doing `behaviour`.
     pub async fn listen_again(&mut self, behaviour: Behaviour) {
         self.stop_listening().await;
@@ -253,14 +275,10 @@ impl Backend {
                 };
                 let (name, seen) = (name_.clone(), Arc::clone(&seen_));
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
+                    let Some(head) = request_head(&mut stream).await else {
+                        return;
+                    };
                     let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
                     let text = String::from_utf8_lossy(&head).into_owned();
                     let mut words = text.split(' ');
                     seen.received.lock().unwrap().push(Received {
@@ -324,6 +342,20 @@ impl Backend {
     }
 }
 
+/// Reads a request head, and perhaps bytes after it, as a raw backend
+/// does; `None` when the connection ends first.
+pub async fn request_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// Serves every connection `listener` accepts, doing `behaviour`.
 fn accept(
     name: &str,
@@ -338,6 +370,9 @@ fn accept(
                 continue;
             };
             let (name, seen, behaviour) = (Arc::clone(&name), Arc::clone(&seen), behaviour.clone());
+            let number = seen.accepted.fetch_add(1, Ordering::SeqCst);
+            let second = stream.as_fd().try_clone_to_owned();
+            let open = Arc::clone(&seen);
             let service = service_fn(move |request| {
                 answer(
                     Arc::clone(&name),
@@ -346,12 +381,20 @@ fn accept(
                     request,
                 )
             });
-            tokio::spawn(async move {
+            // Holds the lock until registered, so that the task cannot end
+            // (and unregister) first.
+            let mut registry = open.open.lock().unwrap();
+            let unregister = Arc::clone(&open);
+            let task = tokio::spawn(async move {
                 let _ = server::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+                unregister.open.lock().unwrap().remove(&number);
             });
+            if let Ok(second) = second {
+                registry.insert(number, (second, task.abort_handle()));
+            }
         }
     })
 }
