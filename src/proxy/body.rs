@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -31,17 +31,25 @@ pub struct ProxyBody {
 }
 
 /// When an upload last moved, so that the response timeout counts from
-/// there: a long upload is not a slow backend.
+/// there: a long upload is not a slow backend; and whether the client's
+/// body failed (bad chunked framing, the client gone mid-body), which is no
+/// failure of the backend's.
 pub struct Progress {
     start: Instant,
     /// Microseconds from `start` to the last frame sent.
     last: AtomicU64,
+    client_failed: AtomicBool,
 }
 
 impl Progress {
     /// When the upload last moved.
     pub fn last(&self) -> Instant {
         self.start + Duration::from_micros(self.last.load(Ordering::Relaxed))
+    }
+
+    /// Whether reading the client's body failed.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -57,6 +65,7 @@ impl ProxyBody {
             Arc::new(Progress {
                 start: Instant::now(),
                 last: AtomicU64::new(0),
+                client_failed: AtomicBool::new(false),
             })
         });
         ProxyBody {
@@ -91,8 +100,11 @@ impl Body for ProxyBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
-        if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
+        if let (Poll::Ready(frame), Some(progress)) = (&polled, &this.progress) {
             progress.touch();
+            if matches!(frame, Some(Err(_))) {
+                progress.client_failed.store(true, Ordering::Relaxed);
+            }
         }
         polled
     }

@@ -131,6 +131,13 @@ async fn forward(
                     );
                 }
             }
+            Exchange::ClientFailed(why) => {
+                // Released with nothing recorded: the backend did no wrong.
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body could not be read: {why}"),
+                );
+            }
             Exchange::Failed(why) => {
                 held.record(false, started.elapsed());
                 failures.push(format!("{upstream}: {why}"));
@@ -189,6 +196,9 @@ enum Exchange {
     Unsent(Request<ProxyBody>, String),
     /// The request may have been sent, and failed.
     Failed(String),
+    /// Reading the client's body failed (bad chunked framing, the client
+    /// gone mid-body): the client's fault, not the backend's.
+    ClientFailed(String),
     /// No response header within the response timeout.
     TimedOut,
 }
@@ -231,6 +241,16 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
         match sent {
             None => return Exchange::TimedOut,
             Some(Ok(response)) => return Exchange::Answered(response, connection),
+            Some(Err(e)) if upload.as_ref().is_some_and(|p| p.client_failed()) => {
+                // The innermost cause says what was wrong with the body.
+                let mut why = e.error().to_string();
+                let mut cause = std::error::Error::source(e.error());
+                while let Some(inner) = cause {
+                    why = inner.to_string();
+                    cause = inner.source();
+                }
+                return Exchange::ClientFailed(why);
+            }
             Some(Err(mut e)) => match e.take_message() {
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,

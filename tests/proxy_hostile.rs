@@ -1,0 +1,324 @@
+//! `leastconn proxy`, the real binary, against hostile input, resource
+//! exhaustion and operators changing the pool under load: it must never
+//! crash, never send a request anywhere but a configured backend, and
+//! leave every count at 0 and its descriptors where they started. A count
+//! leaked by a request that ended without giving it back would steer
+//! traffic away from a healthy backend for good.
+//!
+//! Every proxy here closes idle backend connections after 200 ms, so that
+//! its descriptors come back to where they started.
+//!
+//! What hyper answers by itself, before the proxy sees a request: 400 to a
+//! request line or header it cannot parse (with `connection: close` and no
+//! body), 414 to a URI over 64 KiB, 431 to a head over its buffer (about
+//! 400 KiB) or with over 100 headers; and to the HTTP/2 preface it answers
+//! nothing and closes the connection.
+
+mod common;
+
+use common::proxy::{within, Backend, Behaviour, Proxy, WAIT};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const IDLE: [&str; 2] = ["--backend-idle-timeout", "200ms"];
+
+/// What a connection got for the bytes sent on it.
+#[derive(Debug, PartialEq)]
+enum Got {
+    /// A response: its status line, head and body (by `Content-Length`).
+    Answer {
+        line: String,
+        head: String,
+        body: String,
+    },
+    /// Closed (or reset) with no response.
+    Closed,
+}
+
+impl Got {
+    fn line(&self) -> &str {
+        match self {
+            Got::Answer { line, .. } => line,
+            Got::Closed => "(closed with no response)",
+        }
+    }
+
+    fn body(&self) -> &str {
+        match self {
+            Got::Answer { body, .. } => body,
+            Got::Closed => "",
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        let Got::Answer { head, .. } = self else {
+            return None;
+        };
+        head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Sends `request` as it is on a new connection; what came back.
+async fn send_raw(address: SocketAddr, request: &[u8]) -> Got {
+    let mut stream = within("connect", TcpStream::connect(address))
+        .await
+        .expect("connected");
+    // A peer that answers before reading everything may reset the rest.
+    let _ = stream.write_all(request).await;
+    next(&mut stream).await
+}
+
+/// Reads one response on `stream` (its body by `Content-Length`), or
+/// notes that the connection ended without one.
+async fn next(stream: &mut TcpStream) -> Got {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        match within("a response", stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => return Got::Closed,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    let mut body = bytes.split_off(end + 4);
+    let line = head.lines().next().unwrap_or_default().to_owned();
+    let mut got = Got::Answer {
+        line,
+        head,
+        body: String::new(),
+    };
+    let length: usize = got
+        .header("content-length")
+        .map(|l| l.parse().expect("a length"))
+        .unwrap_or(0);
+    while body.len() < length {
+        match within("the body", stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    if let Got::Answer { body: text, .. } = &mut got {
+        *text = String::from_utf8_lossy(&body).into_owned();
+    }
+    got
+}
+
+/// Waits (at most [`WAIT`]) for `backend` to have received `n` requests,
+/// and then checks that it has exactly that many.
+async fn arrivals(backend: &Backend, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while backend.arrived() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(backend.arrived(), n, "{:?}", backend.received());
+}
+
+/// The proxy's own answer, as `forward.rs` words it.
+fn own(status: &str, why: &str) -> String {
+    format!("leastconn: {status}: {why}\n")
+}
+
+// 1. Input hyper refuses before the proxy sees a request.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_hypers_answer_and_never_reach_a_backend() {
+    let only = Backend::start("only", Behaviour::Upload).await;
+    let proxy = Proxy::start(&[only.spec()], &IDLE);
+    let fds = proxy.open_fds();
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: h\r\n\r\n",
+        "u".repeat(100 * 1024)
+    );
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(500 * 1024)
+    );
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many_headers = format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n");
+    let post = |headers: &str, body: &str| -> Vec<u8> {
+        format!("POST / HTTP/1.1\r\nHost: h\r\n{headers}\r\n\r\n{body}").into_bytes()
+    };
+    let bad = "HTTP/1.1 400 Bad Request";
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a method alone", b"GET\r\n\r\n".to_vec(), bad),
+        (
+            "HTTP/9.9",
+            b"GET / HTTP/9.9\r\nHost: h\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a method with a space",
+            b"GE T / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a NUL in the target",
+            b"GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a 100 KiB URI",
+            long_uri.into_bytes(),
+            "HTTP/1.1 414 URI Too Long",
+        ),
+        (
+            "a space in a header name",
+            b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a header name empty",
+            b"GET / HTTP/1.1\r\nHost: h\r\n: x\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a control byte in a header name",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX\x01Y: x\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a parenthesis in a header name",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX(Y): x\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a space before the colon",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-Y : x\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a folded header",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n".to_vec(),
+            bad,
+        ),
+        (
+            "a 500 KiB header",
+            huge_header.into_bytes(),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            "120 headers",
+            many_headers.into_bytes(),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        ("a negative length", post("Content-Length: -1", ""), bad),
+        (
+            "a length with a sign",
+            post("Content-Length: +5", "hello"),
+            bad,
+        ),
+        (
+            "a length over 2^64",
+            post("Content-Length: 99999999999999999999999", "hello"),
+            bad,
+        ),
+        (
+            "lengths that disagree, on two lines",
+            post("Content-Length: 5\r\nContent-Length: 6", "hello!"),
+            bad,
+        ),
+        (
+            "chunked, then identity",
+            post("Transfer-Encoding: chunked, identity", "0\r\n\r\n"),
+            bad,
+        ),
+        (
+            "gzip alone",
+            post("Transfer-Encoding: gzip", "0\r\n\r\n"),
+            bad,
+        ),
+        (
+            "gzip and a length",
+            post("Transfer-Encoding: gzip\r\nContent-Length: 5", "hello"),
+            bad,
+        ),
+    ];
+    for (what, request, status) in &cases {
+        let got = send_raw(proxy.address, request).await;
+        assert_eq!(got.line(), *status, "{what}: {got:?}");
+        // hyper's own answer: empty, and the connection closed.
+        assert_eq!(got.header("connection"), Some("close"), "{what}");
+        assert_eq!(got.body(), "", "{what}");
+    }
+    // The HTTP/2 preface: no answer at all.
+    let got = send_raw(proxy.address, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert_eq!(got, Got::Closed);
+    assert_eq!(only.arrived(), 0, "{:?}", only.received());
+    let stats = proxy.settles(fds).await;
+    assert_eq!(stats.requests("only"), 0);
+    assert_eq!(stats.rejected(), 0);
+    // And the proxy is whole.
+    let got = send_raw(proxy.address, &post("Content-Length: 5", "hello")).await;
+    assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "5"));
+    proxy.settles(fds).await;
+}
+
+// 2. Request bodies that go wrong on the client's side.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_badly_chunked_or_abandoned_body_gets_400_and_is_no_failure_of_the_backend() {
+    let only = Backend::start("only", Behaviour::Upload).await;
+    // One failure would take the only backend out for 10 s.
+    let proxy = Proxy::start(&[only.spec()], &[&IDLE[..], &["--max-fails", "1"]].concat());
+    let fds = proxy.open_fds();
+    let chunked = |body: &str| -> Vec<u8> {
+        format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+            .into_bytes()
+    };
+    // With hyper's word for what was wrong.
+    let cases = [
+        (
+            "a chunk size that is not hex",
+            chunked("zz\r\nhello\r\n0\r\n\r\n"),
+            "Invalid chunk size line: missing size digit",
+        ),
+        (
+            "a chunk size over 2^64",
+            chunked("fffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            "invalid chunk size: overflow",
+        ),
+        (
+            "a negative chunk size",
+            chunked("-5\r\nhello\r\n0\r\n\r\n"),
+            "Invalid chunk size line: missing size digit",
+        ),
+    ];
+    for (what, request, why) in &cases {
+        let got = send_raw(proxy.address, request).await;
+        assert_eq!(got.line(), "HTTP/1.1 400 Bad Request", "{what}: {got:?}");
+        let why = format!("the request body could not be read: {why}");
+        assert_eq!(got.body(), own("400 Bad Request", &why), "{what}");
+    }
+    // A body cut short: the client goes away 5 bytes into 100.
+    let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nhello")
+        .await
+        .expect("sent");
+    proxy
+        .stats_when("the cut request counted", |s| s.requests("only") == 4)
+        .await;
+    drop(stream);
+    let stats = proxy.settles(fds).await;
+    assert_eq!(stats.get("only", "completed"), 4);
+    assert_eq!(stats.get("only", "failed"), 0, "{}", stats.0);
+    assert!(stats.down("only").is_empty(), "{}", stats.0);
+    // Only the cut request's head reached the backend (a body streams, so
+    // it went out before the body failed); the backend is still in.
+    arrivals(&only, 1).await;
+    let got = send_raw(
+        proxy.address,
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "5"));
+    proxy.settles(fds).await;
+}
