@@ -322,3 +322,151 @@ async fn a_badly_chunked_or_abandoned_body_gets_400_and_is_no_failure_of_the_bac
     assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "5"));
     proxy.settles(fds).await;
 }
+
+// 3. Requests for other hosts, and tunnels.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_ambiguous_hosts_are_refused_before_any_backend_is_chosen() {
+    let only = Backend::start("only", Behaviour::Fast).await;
+    let proxy = Proxy::start(&[only.spec()], &IDLE);
+    let fds = proxy.open_fds();
+    // CONNECT: refused, and the connection goes on as HTTP, not a tunnel.
+    let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+    stream
+        .write_all(b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n")
+        .await
+        .expect("sent");
+    let got = next(&mut stream).await;
+    assert_eq!(got.line(), "HTTP/1.1 501 Not Implemented", "{got:?}");
+    assert_eq!(
+        got.body(),
+        own(
+            "501 Not Implemented",
+            "CONNECT is not supported: this proxy opens no tunnels"
+        )
+    );
+    stream
+        .write_all(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .expect("sent");
+    let got = next(&mut stream).await;
+    assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "only"));
+    drop(stream);
+    let cases: [(&str, &[u8], &str); 6] = [
+        (
+            "an authority-form GET",
+            b"GET evil.example:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "a target of only HOST:PORT is for CONNECT",
+        ),
+        (
+            "user information in the target",
+            b"GET http://user:pw@evil.example/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "the target has user information, which can hide the host it names",
+        ),
+        (
+            "two Host lines",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+            "the request has more than one Host",
+        ),
+        (
+            "HTTP/1.1 without Host",
+            b"GET / HTTP/1.1\r\n\r\n",
+            "an HTTP/1.1 request without Host",
+        ),
+        (
+            "an unknown coding, then chunked, and a length",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\
+              Content-Length: 5\r\n\r\n0\r\n\r\n",
+            "the request has both Content-Length and Transfer-Encoding, \
+             which a front end and a back end may read differently",
+        ),
+        (
+            "CONNECT in absolute form",
+            b"CONNECT http://evil.example:443/ HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            "CONNECT is not supported: this proxy opens no tunnels",
+        ),
+    ];
+    for (what, request, why) in cases {
+        let got = send_raw(proxy.address, request).await;
+        let status = if request.starts_with(b"CONNECT") {
+            "501 Not Implemented"
+        } else {
+            "400 Bad Request"
+        };
+        assert_eq!(got.line(), format!("HTTP/1.1 {status}"), "{what}: {got:?}");
+        assert_eq!(got.body(), own(status, why), "{what}");
+    }
+    assert_eq!(only.arrived(), 1, "only /after: {:?}", only.received());
+    // HTTP/1.0 needs no Host.
+    let got = send_raw(proxy.address, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!((got.line(), got.body()), ("HTTP/1.0 200 OK", "only"));
+    let stats = proxy.settles(fds).await;
+    assert_eq!(stats.requests("only"), 2);
+    assert_eq!(stats.get("only", "failed"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_hosts_targets_reach_only_a_configured_backend_in_origin_form() {
+    let only = Backend::start("only", Behaviour::Fast).await;
+    // A server the client names: it must never be reached.
+    let elsewhere = Backend::start("elsewhere", Behaviour::Fast).await;
+    let proxy = Proxy::start(&[only.spec()], &IDLE);
+    let fds = proxy.open_fds();
+    let at = elsewhere.address;
+    let cases: Vec<(Vec<u8>, &str, String, String)> = vec![
+        (
+            format!("GET http://{at}/x?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n").into_bytes(),
+            "GET",
+            "/x?q=1".into(),
+            at.to_string(),
+        ),
+        (
+            b"GET https://evil.example:8443/y HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            "GET",
+            "/y".into(),
+            "evil.example:8443".into(),
+        ),
+        (
+            format!("DELETE http://{at} HTTP/1.1\r\nHost: {at}\r\n\r\n").into_bytes(),
+            "DELETE",
+            "/".into(),
+            at.to_string(),
+        ),
+        // A path that looks like a host is a path.
+        (
+            b"GET //evil.example/z HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            "GET",
+            "//evil.example/z".into(),
+            "h".into(),
+        ),
+        // The whole server: passed on as asked, to a backend of the pool.
+        (
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            "OPTIONS",
+            "*".into(),
+            "h".into(),
+        ),
+    ];
+    for (request, method, uri, host) in &cases {
+        let before = only.arrived();
+        let got = send_raw(proxy.address, request).await;
+        let what = String::from_utf8_lossy(request);
+        assert_eq!(
+            (got.line(), got.body()),
+            ("HTTP/1.1 200 OK", "only"),
+            "{what}"
+        );
+        let seen = &only.received()[before..];
+        assert_eq!(seen.len(), 1, "{what}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].uri.as_str()),
+            (*method, uri.as_str()),
+            "{what}"
+        );
+        let hosts: Vec<_> = seen[0].headers.get_all("host").iter().collect();
+        assert_eq!(hosts, [host.as_str()], "{what}");
+    }
+    assert_eq!(elsewhere.arrived(), 0);
+    let stats = proxy.settles(fds).await;
+    assert_eq!(stats.requests("only"), cases.len() as u64);
+}

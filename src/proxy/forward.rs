@@ -49,8 +49,10 @@ pub async fn handle(
         .config
         .access_log
         .then(|| (request.method().clone(), request.uri().clone()));
-    let response = match smuggles(&request, &recent) {
-        Some(why) => answer(StatusCode::BAD_REQUEST, why.to_owned()),
+    // `smuggles` first: it must see every request's head, in order.
+    let smuggled = smuggles(&request, &recent).map(|why| (StatusCode::BAD_REQUEST, why));
+    let response = match smuggled.or_else(|| headers::refused(&request)) {
+        Some((status, why)) => answer(status, why.to_owned()),
         None => forward(&state, client, request, started).await,
     };
     if let Some((method, target)) = logged {
