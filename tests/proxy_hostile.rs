@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::proxy::{within, Backend, Behaviour, Proxy, WAIT};
+use common::proxy::{within, Backend, Behaviour, Client, Proxy, WAIT};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,13 +76,18 @@ async fn send_raw(address: SocketAddr, request: &[u8]) -> Got {
 /// Reads one response on `stream` (its body by `Content-Length`), or
 /// notes that the connection ended without one.
 async fn next(stream: &mut TcpStream) -> Got {
+    next_within(stream, WAIT).await
+}
+
+/// [`next`], waiting at most `limit` for each read.
+async fn next_within(stream: &mut TcpStream, limit: Duration) -> Got {
     let mut bytes = Vec::new();
     let mut buf = [0u8; 8192];
     let end = loop {
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
             break end;
         }
-        match within("a response", stream.read(&mut buf)).await {
+        match read_within(stream, &mut buf, limit).await {
             Ok(0) | Err(_) => return Got::Closed,
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
         }
@@ -100,7 +105,7 @@ async fn next(stream: &mut TcpStream) -> Got {
         .map(|l| l.parse().expect("a length"))
         .unwrap_or(0);
     while body.len() < length {
-        match within("the body", stream.read(&mut buf)).await {
+        match read_within(stream, &mut buf, limit).await {
             Ok(0) | Err(_) => break,
             Ok(n) => body.extend_from_slice(&buf[..n]),
         }
@@ -119,6 +124,16 @@ async fn arrivals(backend: &Backend, n: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(backend.arrived(), n, "{:?}", backend.received());
+}
+
+async fn read_within(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    limit: Duration,
+) -> std::io::Result<usize> {
+    tokio::time::timeout(limit, stream.read(buf))
+        .await
+        .unwrap_or_else(|_| panic!("nothing read within {limit:?}"))
 }
 
 /// The proxy's own answer, as `forward.rs` words it.
@@ -469,4 +484,93 @@ async fn other_hosts_targets_reach_only_a_configured_backend_in_origin_form() {
     assert_eq!(elsewhere.arrived(), 0);
     let stats = proxy.settles(fds).await;
     assert_eq!(stats.requests("only"), cases.len() as u64);
+}
+
+// 5. An operator changes the pool under load.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_change_the_pool_under_load_and_no_count_leaks() {
+    let slow = Behaviour::Slow(Duration::from_millis(20));
+    let a = Backend::start("a", slow.clone()).await;
+    let b = Backend::start("b", slow.clone()).await;
+    let c = Backend::start("c", slow.clone()).await;
+    let d = Backend::start("d", slow).await;
+    let proxy = Proxy::start(&[a.spec(), b.spec(), c.spec()], &IDLE);
+    let fds = proxy.open_fds();
+    let address = proxy.address;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(address).await;
+                let mut names = Vec::new();
+                for _ in 0..50 {
+                    let answer = client.get("/").await;
+                    assert_eq!(answer.status, 200, "{}", answer.text());
+                    names.push(answer.text().to_owned());
+                }
+                names
+            })
+        })
+        .collect();
+    proxy
+        .stats_when("a request in flight on a", |s| s.active("a") > 0)
+        .await;
+    // Drained: answered once a's requests in flight have ended.
+    let reply = proxy
+        .message(r#"{"type":"remove_backend","msg_id":1,"backend":"a"}"#)
+        .await;
+    assert_eq!(reply["type"], "remove_backend_ok", "{reply}");
+    let on_a = a.arrived();
+    assert!(on_a > 0);
+    let add = format!(
+        r#"{{"type":"add_backend","msg_id":2,"backend":"d","address":"{}"}}"#,
+        d.address
+    );
+    let reply = proxy.message(&add).await;
+    assert_eq!(reply["type"], "add_backend_ok", "{reply}");
+    for (id, change) in [
+        (3, r#""backend":"b","weight":3"#),
+        (4, r#""backend":"c","healthy":false"#),
+        (5, r#""backend":"c","healthy":true"#),
+    ] {
+        if id == 5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let reply = proxy
+            .message(&format!(
+                r#"{{"type":"set_backend","msg_id":{id},{change}}}"#
+            ))
+            .await;
+        assert_eq!(reply["type"], "set_backend_ok", "{reply}");
+    }
+    let mut answered = 0;
+    for client in clients {
+        let names = client.await.expect("every answer 200");
+        assert!(names
+            .iter()
+            .all(|n| ["a", "b", "c", "d"].contains(&n.as_str())));
+        answered += names.len();
+    }
+    assert_eq!(answered, 400);
+    assert_eq!(a.arrived(), on_a, "a request reached a after its removal");
+    assert!(d.arrived() > 0, "the added backend got nothing");
+    let stats = proxy.settles(fds).await;
+    let names: Vec<&str> = stats.0["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["b", "c", "d"]);
+    assert_eq!(stats.get("b", "weight"), 3);
+    assert!(stats.healthy("c"));
+    for name in ["b", "c", "d"] {
+        assert_eq!(stats.get(name, "completed"), stats.requests(name), "{name}");
+        assert_eq!(stats.get(name, "failed"), 0, "{name}");
+    }
+    assert_eq!(stats.sum("requests") + on_a as u64, 400);
+    assert_eq!(
+        (b.arrived() + c.arrived() + d.arrived()) as u64,
+        stats.sum("requests")
+    );
 }

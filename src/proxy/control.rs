@@ -144,6 +144,11 @@ impl Control {
         self.retired.send_replace(true);
     }
 
+    /// Whether the backend has left the pool.
+    pub fn is_retired(&self) -> bool {
+        *self.retired.borrow()
+    }
+
     /// Resolves once the backend has left the pool.
     pub async fn retired(&self) {
         let mut retired = self.retired.subscribe();

@@ -289,7 +289,7 @@ async fn remove_backend(state: &State, name: &str) -> Result<(), EngineError> {
         }
         state.pool.remove(name)?;
     }
-    upstream.control.retire();
+    upstream.retire();
     upstream.replace_checks(None);
     tracing::info!(backend = %name, "removed");
     Ok(())

@@ -101,10 +101,13 @@ impl Upstream {
     }
 
     /// Keeps a connection whose exchange is over for the next request.
+    /// Not once the backend has left the pool: nothing would close it.
     pub fn give_back(&self, connection: Connection) {
         if connection.is_ready() {
             let mut idle = lock(&self.idle);
-            if idle.len() < IDLE_PER_BACKEND {
+            // Checked under the lock that `retire` closes the idle ones
+            // with, so that none slips in after.
+            if idle.len() < IDLE_PER_BACKEND && !self.control.is_retired() {
                 idle.push((connection, Instant::now()));
             }
         }
@@ -120,6 +123,14 @@ impl Upstream {
             .count();
         idle.drain(..expired);
         expired
+    }
+
+    /// The backend has left the pool: its checks stop, and its idle
+    /// connections close (the periodic close sees only backends in the
+    /// pool), as does any given back later.
+    pub fn retire(&self) {
+        self.control.retire();
+        self.close_idle(Duration::ZERO);
     }
 
     /// Opens a new connection, within `timeout`.
