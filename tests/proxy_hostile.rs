@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::proxy::{within, Backend, Behaviour, Client, Proxy, WAIT};
+use common::proxy::{within, Backend, Behaviour, Client, Gate, Proxy, WAIT};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -486,6 +486,76 @@ async fn other_hosts_targets_reach_only_a_configured_backend_in_origin_form() {
     assert_eq!(stats.requests("only"), cases.len() as u64);
 }
 
+// 4. Resources run out.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_proxy_waits_then_serves_everyone_and_recovers() {
+    let gate = Gate::new();
+    let held = Backend::start("held", Behaviour::Gated(gate.clone())).await;
+    let mut proxy = Proxy::start_limited(64, &[held.spec()], &IDLE);
+    let fds = proxy.open_fds();
+    // Descriptors it was started with above the limit, which still count.
+    let inherited = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+        .expect("procfs")
+        .filter_map(|fd| fd.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&fd| fd >= 64)
+        .count();
+    let address = proxy.address;
+    // Each request takes a descriptor for its client and one for its
+    // backend connection: 200 cannot all be in at once.
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                // Those the proxy cannot accept wait in the kernel's
+                // backlog, then in SYN retries: longer than WAIT.
+                let limit = Duration::from_secs(30);
+                let mut stream = tokio::time::timeout(limit, TcpStream::connect(address))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| format!("connect: {e}"))?;
+                stream
+                    .write_all(b"GET /held HTTP/1.1\r\nHost: h\r\n\r\n")
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                Ok::<Got, String>(next_within(&mut stream, limit).await)
+            })
+        })
+        .collect();
+    // Not /stats: the admin listener may have no descriptor to accept
+    // with. The proxy takes clients while it has descriptors to spare for
+    // their backend connections; the others wait.
+    let deadline = Instant::now() + WAIT;
+    while held.arrived() < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (open, waiting) = (proxy.open_fds(), held.arrived());
+    eprintln!("with 64 descriptors: {waiting} requests at the backend, {open} open");
+    assert!((10..200).contains(&waiting), "{waiting} requests held");
+    assert!(open <= 64 + inherited, "{open} descriptors open");
+    assert_eq!(
+        proxy.running.child.try_wait().expect("try_wait"),
+        None,
+        "the proxy died"
+    );
+    gate.open();
+    for client in clients {
+        let got = client.await.expect("no panic").expect("answered");
+        assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "held"));
+    }
+    let stats = proxy.settles(fds).await;
+    assert_eq!(stats.requests("held"), 200);
+    assert_eq!(stats.get("held", "completed"), 200);
+    assert_eq!(stats.get("held", "failed"), 0, "{}", stats.0);
+    assert!(stats.down("held").is_empty(), "{}", stats.0);
+    assert_eq!(stats.rejected(), 0);
+    // And it serves as before.
+    let got = send_raw(proxy.address, b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "held"));
+    proxy.settles(fds).await;
+}
+
+/// The open-file limit of this process.
 // 5. An operator changes the pool under load.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

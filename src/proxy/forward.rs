@@ -133,6 +133,20 @@ async fn forward(
                     );
                 }
             }
+            Exchange::Exhausted(why) => {
+                // Released with nothing recorded, as below.
+                let mut response = answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{upstream}: this proxy could not open a connection within {:?}: {why}",
+                        state.config.connect_timeout
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
             Exchange::ClientFailed(why) => {
                 // Released with nothing recorded: the backend did no wrong.
                 return answer(
@@ -198,6 +212,9 @@ enum Exchange {
     Unsent(Request<ProxyBody>, String),
     /// The request may have been sent, and failed.
     Failed(String),
+    /// This proxy had no descriptor for a connection: the backend did no
+    /// wrong, and another would fare no better.
+    Exhausted(String),
     /// Reading the client's body failed (bad chunked framing, the client
     /// gone mid-body): the client's fault, not the backend's.
     ClientFailed(String),
@@ -226,6 +243,7 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
                 Err(e @ (ConnectError::Failed(_) | ConnectError::Handshake(_))) => {
                     return Exchange::Unsent(request, e.to_string())
                 }
+                Err(ConnectError::Exhausted(e)) => return Exchange::Exhausted(e.to_string()),
                 Err(ConnectError::TimedOut) => {
                     return Exchange::Unsent(
                         request,

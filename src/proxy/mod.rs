@@ -229,13 +229,26 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
         tokio::spawn(admin::serve(admin, Arc::clone(&state), stopping.clone()));
     }
     tokio::pin!(signal);
+    let room = Arc::new(tokio::sync::Semaphore::new(client_limit()));
     loop {
+        // Never closed; waited for with the signal, so that a full proxy
+        // still stops.
+        let permit = tokio::select! {
+            permit = Arc::clone(&room).acquire_owned() => permit,
+            _ = &mut signal => break,
+        };
+        let Ok(permit) = permit else { break };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let state = Arc::clone(&state);
                     let stopping = stopping.clone();
-                    tokio::spawn(connection(stream, client, state, stopping));
+                    // Held while hyper serves it (a tunnel it hands over
+                    // is not counted).
+                    tokio::spawn(async move {
+                        connection(stream, client, state, stopping).await;
+                        drop(permit);
+                    });
                 }
                 // Out of descriptors and the like: say so, keep going.
                 Err(e) => {
@@ -263,6 +276,25 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
         recorder.finish();
     }
     Ok(())
+}
+
+/// How many client connections are served at once: as many as this
+/// process may open descriptors, less a quarter (at least 32) kept for
+/// backend connections, listeners, the admin API and checks. Without the
+/// reserve, accepted clients take every descriptor and no request can
+/// connect onwards. (HAProxy derives its `maxconn` from `ulimit -n` too.)
+fn client_limit() -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    match limit {
+        Some(limit) => limit.saturating_sub((limit / 4).max(32)).max(1),
+        // "unlimited", or not Linux: no limit of ours.
+        None => tokio::sync::Semaphore::MAX_PERMITS,
+    }
 }
 
 /// Closes, every so often, the backend connections idle for longer than
