@@ -16,6 +16,7 @@
 
 mod common;
 
+use common::peak_kib;
 use common::proxy::{within, Backend, Behaviour, Client, Gate, Proxy, WAIT};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -556,6 +557,101 @@ async fn out_of_descriptors_the_proxy_waits_then_serves_everyone_and_recovers() 
 }
 
 /// The open-file limit of this process.
+fn own_nofile_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("procfs");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many idle keep-alive connections the test below holds: 2,000, or
+/// `LEASTCONN_kept_alive` (10,000 took 22 s here, too long for every run).
+fn kept() -> usize {
+    std::env::var("LEASTCONN_kept_alive")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_keep_alive_connections_leave_the_proxy_serving_in_bounded_memory() {
+    let kept_alive = kept();
+    // This process holds one end of each, and the backend's connections.
+    let limit = own_nofile_limit();
+    if limit < kept_alive as u64 + 1_000 {
+        eprintln!("skipped: this process may open {limit} files, fewer than {kept_alive} + 1000");
+        return;
+    }
+    let fast = Backend::start("fast", Behaviour::Fast).await;
+    let nofile = kept_alive as u64 * 2 + 1_000;
+    // Idle for as long as the test takes.
+    let flags = [
+        &IDLE[..],
+        &["--header-timeout", "60s", "--idle-timeout", "60s"],
+    ]
+    .concat();
+    let proxy = Proxy::start_limited(nofile.min(limit), &[fast.spec()], &flags);
+    let fds = proxy.open_fds();
+    let started = Instant::now();
+    let address = proxy.address;
+    let mut kept: Vec<TcpStream> = Vec::with_capacity(kept_alive);
+    // In batches, so that the backlog never overflows into SYN retries.
+    while kept.len() < kept_alive {
+        let batch: Vec<_> = (0..500.min(kept_alive - kept.len()))
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut stream = within("connect", TcpStream::connect(address))
+                        .await
+                        .expect("connected");
+                    stream
+                        .write_all(b"GET /kept HTTP/1.1\r\nHost: h\r\n\r\n")
+                        .await
+                        .expect("sent");
+                    let got = next(&mut stream).await;
+                    assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "fast"));
+                    stream
+                })
+            })
+            .collect();
+        for task in batch {
+            kept.push(task.await.expect("no panic"));
+        }
+    }
+    let opened = started.elapsed();
+    assert_eq!(kept.len(), kept_alive);
+    assert!(
+        proxy.open_fds() >= fds + kept_alive,
+        "{} open",
+        proxy.open_fds()
+    );
+    // With every one of them idle and open, others are served at once.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..100 {
+        let asked = Instant::now();
+        let got = send_raw(proxy.address, b"GET /now HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "fast"));
+    }
+    let peak = peak_kib(proxy.pid());
+    eprintln!(
+        "{kept_alive} kept-alive connections opened in {opened:?}; the slowest of 100 more took \
+         {slowest:?}; the proxy peaked at {peak} KiB"
+    );
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    // 10,000 peaked at 165 MiB: about 16 KiB each, hyper's buffers.
+    let bound = 32 * 1024 + kept_alive as u64 * 20;
+    assert!(peak < bound, "peak {peak} KiB, over {bound} KiB");
+    let stats = proxy.stats().await;
+    assert_eq!(stats.requests("fast"), kept_alive as u64 + 100);
+    drop(kept);
+    let closed = Instant::now();
+    proxy.settles(fds).await;
+    eprintln!("closed and settled in {:?}", closed.elapsed());
+}
+
 // 5. An operator changes the pool under load.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
