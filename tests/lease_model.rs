@@ -63,18 +63,10 @@ impl Expected {
     }
 
     fn apply(&mut self, change: &BackendChange) {
-        if let Some(ramp) = change.ramp {
-            self.ramp = ramp;
-        }
-        if let Some(healthy) = change.healthy {
-            self.healthy = healthy;
-        }
-        if let Some(weight) = change.weight {
-            self.weight = weight;
-        }
-        if let Some(max) = change.max_connections {
-            self.max = max;
-        }
+        self.ramp = change.ramp.unwrap_or(self.ramp);
+        self.healthy = change.healthy.unwrap_or(self.healthy);
+        self.weight = change.weight.unwrap_or(self.weight);
+        self.max = change.max_connections.unwrap_or(self.max);
     }
 }
 

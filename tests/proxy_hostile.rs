@@ -117,6 +117,15 @@ async fn next_within(stream: &mut TcpStream, limit: Duration) -> Got {
     got
 }
 
+/// `GET path` on `stream`, and its response.
+async fn get_on(stream: &mut TcpStream, path: &str) -> Got {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+    within("send", stream.write_all(request.as_bytes()))
+        .await
+        .expect("sent");
+    next(stream).await
+}
+
 /// Waits (at most [`WAIT`]) for `backend` to have received `n` requests,
 /// and then checks that it has exactly that many.
 async fn arrivals(backend: &Backend, n: usize) {
@@ -361,11 +370,7 @@ async fn connect_and_ambiguous_hosts_are_refused_before_any_backend_is_chosen() 
             "CONNECT is not supported: this proxy opens no tunnels"
         )
     );
-    stream
-        .write_all(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .expect("sent");
-    let got = next(&mut stream).await;
+    let got = get_on(&mut stream, "/after").await;
     assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "only"));
     drop(stream);
     let cases: [(&str, &[u8], &str); 6] = [
@@ -606,11 +611,7 @@ async fn thousands_of_idle_keep_alive_connections_leave_the_proxy_serving_in_bou
                     let mut stream = within("connect", TcpStream::connect(address))
                         .await
                         .expect("connected");
-                    stream
-                        .write_all(b"GET /kept HTTP/1.1\r\nHost: h\r\n\r\n")
-                        .await
-                        .expect("sent");
-                    let got = next(&mut stream).await;
+                    let got = get_on(&mut stream, "/kept").await;
                     assert_eq!((got.line(), got.body()), ("HTTP/1.1 200 OK", "fast"));
                     stream
                 })
