@@ -573,9 +573,9 @@ fn own_nofile_limit() -> u64 {
 }
 
 /// How many idle keep-alive connections the test below holds: 2,000, or
-/// `LEASTCONN_kept_alive` (10,000 took 22 s here, too long for every run).
+/// `LEASTCONN_KEPT` (10,000 took 22 s here, too long for every run).
 fn kept() -> usize {
-    std::env::var("LEASTCONN_kept_alive")
+    std::env::var("LEASTCONN_KEPT")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000)
