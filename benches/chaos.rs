@@ -309,7 +309,14 @@ impl Drop for Proxy {
 }
 
 /// One request on a connection of its own, read to its end.
-async fn send(address: SocketAddr, request: Request<Full<Bytes>>) -> Result<(u16, String), String> {
+async fn send(
+    address: SocketAddr,
+    mut request: Request<Full<Bytes>>,
+) -> Result<(u16, String), String> {
+    request.headers_mut().insert(
+        hyper::header::HOST,
+        hyper::header::HeaderValue::from_static("chaos.test"),
+    );
     let stream = TcpStream::connect(address)
         .await
         .map_err(|e| e.to_string())?;
@@ -423,7 +430,9 @@ async fn load(
                 let Some(s) = sender.as_mut() else { continue };
                 let faulted = fault.load(Ordering::Relaxed);
                 let start = Instant::now();
-                let request = Request::get("/").body(Empty::<Bytes>::new());
+                let request = Request::get("/")
+                    .header("host", "chaos.test")
+                    .body(Empty::<Bytes>::new());
                 let Ok(request) = request else { break };
                 let outcome = match s.send_request(request).await {
                     Ok(response) => {

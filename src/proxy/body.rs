@@ -75,15 +75,21 @@ impl Progress {
     }
 
     fn fail(&self, e: &hyper::Error) {
-        let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
-        let (status, why) = match io {
-            Some(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                (StatusCode::REQUEST_TIMEOUT, format!("{e}: {io}"))
-            }
-            Some(io) => (StatusCode::BAD_REQUEST, format!("{e}: {io}")),
-            None => (StatusCode::BAD_REQUEST, e.to_string()),
+        // The innermost cause says what was wrong: `invalid chunk size:
+        // overflow`, `connection reset by peer`.
+        let mut innermost: &dyn std::error::Error = e;
+        while let Some(inner) = innermost.source() {
+            innermost = inner;
+        }
+        let timed_out = innermost
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        let status = if timed_out {
+            StatusCode::REQUEST_TIMEOUT
+        } else {
+            StatusCode::BAD_REQUEST
         };
-        let _ = self.failed.set((status, why));
+        let _ = self.failed.set((status, innermost.to_string()));
     }
 }
 

@@ -51,8 +51,10 @@ pub async fn handle(
         .config
         .access_log
         .then(|| (request.method().clone(), request.uri().clone()));
-    let response = match smuggles(&request, &recent) {
-        Some(why) => answer(StatusCode::BAD_REQUEST, why.to_owned()),
+    // `smuggles` first: it must see every request's head, in order.
+    let smuggled = smuggles(&request, &recent).map(|why| (StatusCode::BAD_REQUEST, why));
+    let response = match smuggled.or_else(|| headers::refused(&request)) {
+        Some((status, why)) => answer(status, why.to_owned()),
         None => forward(&state, client, request, started).await,
     };
     if let Some((method, target)) = logged {
@@ -136,13 +138,33 @@ async fn forward(
                     );
                 }
             }
+            Exchange::Exhausted(why) => {
+                // Released with nothing recorded, as below.
+                let mut response = answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{upstream}: this proxy could not open a connection within {:?}: {why}",
+                        state.config.connect_timeout
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            Exchange::ClientFailed => {
+                // Released with nothing recorded: the backend did no wrong.
+                let (status, why) = upload
+                    .as_deref()
+                    .and_then(Progress::failed)
+                    .cloned()
+                    .unwrap_or((StatusCode::BAD_REQUEST, "it failed".into()));
+                return answer(
+                    status,
+                    format!("the request body did not arrive whole: {why}"),
+                );
+            }
             Exchange::Failed(why) => {
-                // The client's body failing is no failure of the backend's:
-                // the lease ends with nothing recorded.
-                if let Some((status, broke)) = upload.as_deref().and_then(Progress::failed) {
-                    let why = format!("the request body did not arrive whole: {broke}");
-                    return answer(*status, why);
-                }
                 held.record(false, started.elapsed());
                 failures.push(format!("{upstream}: {why}"));
                 return answer(StatusCode::BAD_GATEWAY, failures.join("; "));
@@ -200,6 +222,13 @@ enum Exchange {
     Unsent(Request<ProxyBody>, String),
     /// The request may have been sent, and failed.
     Failed(String),
+    /// This proxy had no descriptor for a connection: the backend did no
+    /// wrong, and another would fare no better.
+    Exhausted(String),
+    /// Reading the client's body failed (bad chunked framing, the client
+    /// gone mid-body or silent for the idle timeout): the client's fault,
+    /// not the backend's; its `Progress` says how.
+    ClientFailed,
     /// No response header within the response timeout.
     TimedOut,
 }
@@ -225,6 +254,7 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
                 Err(e @ (ConnectError::Failed(_) | ConnectError::Handshake(_))) => {
                     return Exchange::Unsent(request, e.to_string())
                 }
+                Err(ConnectError::Exhausted(e)) => return Exchange::Exhausted(e.to_string()),
                 Err(ConnectError::TimedOut) => {
                     return Exchange::Unsent(
                         request,
@@ -242,6 +272,10 @@ async fn exchange(state: &State, upstream: &Upstream, request: Request<ProxyBody
         match sent {
             None => return Exchange::TimedOut,
             Some(Ok(response)) => return Exchange::Answered(response, connection),
+            // Before anything else: a failed body is never sent again.
+            Some(Err(_)) if upload.as_deref().and_then(Progress::failed).is_some() => {
+                return Exchange::ClientFailed;
+            }
             Some(Err(mut e)) => match e.take_message() {
                 // An idle connection the backend had closed: a new one.
                 Some(back) if from_idle => request = back,

@@ -10,7 +10,7 @@
 //! the backend the engine chose, never to that host.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Uri};
+use hyper::{Method, Request, StatusCode, Uri, Version};
 use std::net::SocketAddr;
 
 /// The headers that belong to one connection (RFC 9110, 7.6.1), besides
@@ -32,6 +32,45 @@ const HOP_BY_HOP: [&str; 8] = [
 /// is read for this one.)
 pub const BOTH_LENGTHS: &str = "the request has both Content-Length and Transfer-Encoding, \
     which a front end and a back end may read differently";
+
+/// Why a request is refused before any backend is chosen, and with what:
+/// `CONNECT` (501: this proxy never opens a tunnel to a host of the
+/// client's choosing), and targets or `Host` lines that a proxy and a
+/// backend could take for different hosts (400: RFC 9112, 3.2 and 3.2.3;
+/// RFC 9110, 4.2.4 on user information).
+pub fn refused<B>(request: &Request<B>) -> Option<(StatusCode, &'static str)> {
+    if request.method() == Method::CONNECT {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "CONNECT is not supported: this proxy opens no tunnels",
+        ));
+    }
+    let uri = request.uri();
+    if let Some(authority) = uri.authority() {
+        if uri.scheme().is_none() {
+            return Some((
+                StatusCode::BAD_REQUEST,
+                "a target of only HOST:PORT is for CONNECT",
+            ));
+        }
+        if authority.as_str().contains('@') {
+            return Some((
+                StatusCode::BAD_REQUEST,
+                "the target has user information, which can hide the host it names",
+            ));
+        }
+    }
+    match request.headers().get_all(header::HOST).iter().count() {
+        0 if request.version() == Version::HTTP_11 => {
+            Some((StatusCode::BAD_REQUEST, "an HTTP/1.1 request without Host"))
+        }
+        0 | 1 => None,
+        _ => Some((
+            StatusCode::BAD_REQUEST,
+            "the request has more than one Host",
+        )),
+    }
+}
 
 /// Whether the request asks to switch protocols (a WebSocket handshake).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {

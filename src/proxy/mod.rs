@@ -218,6 +218,9 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
     // Watched before the lines below, which tell scripts they may send it.
     let signal = shutdown_signal();
     reload_on_hangup(&state);
+    // Read before the lines below: after them, the proxy opens no file
+    // but for its connections (tests count its descriptors from there).
+    let room = Arc::new(tokio::sync::Semaphore::new(client_limit()));
     // Tests and scripts wait for these lines.
     eprintln!("listening on {}", listener.local_addr()?);
     if let Some(admin) = &admin {
@@ -233,12 +236,24 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
     }
     tokio::pin!(signal);
     loop {
+        // Never closed; waited for with the signal, so that a full proxy
+        // still stops.
+        let permit = tokio::select! {
+            permit = Arc::clone(&room).acquire_owned() => permit,
+            _ = &mut signal => break,
+        };
+        let Ok(permit) = permit else { break };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let state = Arc::clone(&state);
                     let stopping = stopping.clone();
-                    tokio::spawn(connection(stream, client, state, stopping));
+                    // Held while hyper serves it (a tunnel it hands over
+                    // is not counted).
+                    tokio::spawn(async move {
+                        connection(stream, client, state, stopping).await;
+                        drop(permit);
+                    });
                 }
                 // Out of descriptors and the like: say so, keep going.
                 Err(e) => {
@@ -266,6 +281,25 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
         recorder.finish();
     }
     Ok(())
+}
+
+/// How many client connections are served at once: as many as this
+/// process may open descriptors, less a quarter (at least 32) kept for
+/// backend connections, listeners, the admin API and checks. Without the
+/// reserve, accepted clients take every descriptor and no request can
+/// connect onwards. (HAProxy derives its `maxconn` from `ulimit -n` too.)
+fn client_limit() -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    match limit {
+        Some(limit) => limit.saturating_sub((limit / 4).max(32)).max(1),
+        // "unlimited", or not Linux: no limit of ours.
+        None => tokio::sync::Semaphore::MAX_PERMITS,
+    }
 }
 
 /// Closes, every so often, the backend connections idle for longer than

@@ -289,10 +289,7 @@ async fn remove_backend(state: &State, name: &str) -> Result<(), EngineError> {
         }
         state.pool.remove(name)?;
     }
-    upstream.control.retire();
-    // Its kept-alive connections close now; those of requests still on it
-    // close as they end (see `Upstream::give_back`).
-    upstream.close_idle(Duration::ZERO);
+    upstream.retire();
     upstream.replace_checks(None);
     tracing::info!(backend = %name, "removed");
     Ok(())

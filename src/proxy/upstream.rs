@@ -56,6 +56,20 @@ pub enum ConnectError {
     TimedOut,
     /// The HTTP handshake failed.
     Handshake(hyper::Error),
+    /// This proxy stayed out of descriptors (or socket buffers, or local
+    /// ports) for the whole connect timeout: no fault of the backend's.
+    Exhausted(std::io::Error),
+}
+
+/// How long a connect waits for this proxy to have a descriptor again, as
+/// the accept loop does.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(10);
+
+/// Whether a connect failed for want of this host's resources rather than
+/// anything the backend did (Linux's EMFILE, ENFILE, ENOBUFS, ENOMEM,
+/// EADDRNOTAVAIL).
+fn exhausted(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12 | 99))
 }
 
 impl std::fmt::Display for ConnectError {
@@ -64,6 +78,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Failed(e) => write!(f, "the connection failed: {e}"),
             ConnectError::TimedOut => f.write_str("the connection timed out"),
             ConnectError::Handshake(e) => write!(f, "the connection failed: {e}"),
+            ConnectError::Exhausted(e) => write!(f, "this proxy cannot connect now: {e}"),
         }
     }
 }
@@ -100,13 +115,14 @@ impl Upstream {
         None
     }
 
-    /// Keeps a connection whose exchange is over for the next request,
-    /// unless the backend has left the pool: no request will take it, and
-    /// nothing sweeps a removed backend's connections.
+    /// Keeps a connection whose exchange is over for the next request.
+    /// Not once the backend has left the pool: nothing would close it.
     pub fn give_back(&self, connection: Connection) {
-        if connection.is_ready() && !self.control.is_retired() {
+        if connection.is_ready() {
             let mut idle = lock(&self.idle);
-            if idle.len() < IDLE_PER_BACKEND {
+            // Checked under the lock that `retire` closes the idle ones
+            // with, so that none slips in after.
+            if idle.len() < IDLE_PER_BACKEND && !self.control.is_retired() {
                 idle.push((connection, Instant::now()));
             }
         }
@@ -124,12 +140,34 @@ impl Upstream {
         expired
     }
 
+    /// The backend has left the pool: its checks stop, and its idle
+    /// connections close (the periodic close sees only backends in the
+    /// pool), as does any given back later.
+    pub fn retire(&self) {
+        self.control.retire();
+        self.close_idle(Duration::ZERO);
+    }
+
     /// Opens a new connection, within `timeout`.
     pub async fn connect(&self, timeout: Duration) -> Result<Connection, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.address)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(ConnectError::Failed(e)),
-            Err(_) => return Err(ConnectError::TimedOut),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = loop {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(self.address)).await {
+                Ok(Ok(stream)) => break stream,
+                // Out of descriptors here is no failure there: wait for one,
+                // or for a connection another request has finished with.
+                Ok(Err(e)) if exhausted(&e) => {
+                    if let Some(idle) = self.take_idle() {
+                        return Ok(idle);
+                    }
+                    if tokio::time::Instant::now() + EXHAUSTED_PAUSE >= deadline {
+                        return Err(ConnectError::Exhausted(e));
+                    }
+                    tokio::time::sleep(EXHAUSTED_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(ConnectError::Failed(e)),
+                Err(_) => return Err(ConnectError::TimedOut),
+            }
         };
         // Requests and responses are small and latency matters more.
         let _ = stream.set_nodelay(true);

@@ -567,6 +567,23 @@ impl Proxy {
     /// `leastconn proxy` on `backends` (`--backend` specs), with `extra`
     /// flags, listening and answering `/stats` on ports of its own.
     pub fn start(backends: &[String], extra: &[&str]) -> Proxy {
+        Proxy::start_with(&Proxy::args(backends, extra))
+    }
+
+    /// As [`Proxy::start`], with at most `nofile` open file descriptors
+    /// (`prlimit --nofile`, soft and hard), to run it out of them.
+    pub fn start_limited(nofile: u64, backends: &[String], extra: &[&str]) -> Proxy {
+        let mut command = Command::new("prlimit");
+        command.args([
+            format!("--nofile={nofile}:{nofile}"),
+            "--".into(),
+            BIN.into(),
+        ]);
+        command.args(Proxy::args(backends, extra));
+        Proxy::start_command(command)
+    }
+
+    fn args(backends: &[String], extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = ["proxy", "--listen", "127.0.0.1:0"]
             .iter()
             .chain(&["--admin", "127.0.0.1:0"])
@@ -577,14 +594,22 @@ impl Proxy {
             args.push(spec.clone());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Proxy::start_with(&args)
+        args
     }
 
     /// The binary with exactly `args`, which must give `--admin` (or a
     /// file that does); waits for it to say where it listens.
     pub fn start_with(args: &[String]) -> Proxy {
-        let child = Command::new(BIN)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.args(args);
+        Proxy::start_command(command)
+    }
+
+    /// Runs `command`, which must run the binary in its own process (as
+    /// `prlimit` does, replacing itself by it), and waits for it to say
+    /// where it listens.
+    pub fn start_command(mut command: Command) -> Proxy {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
