@@ -533,7 +533,26 @@ struct Outcome {
     idle_opened: Option<usize>,
 }
 
+/// An outcome's figures, as both reports write them.
+struct Shown {
+    statuses: String,
+    leaked: String,
+    p99_calm: String,
+    p99_faulted: String,
+    result: &'static str,
+}
+
 impl Outcome {
+    fn shown(&mut self) -> Shown {
+        Shown {
+            statuses: self.tally.statuses(),
+            leaked: self.leaked.map_or("unknown".into(), |n| n.to_string()),
+            p99_calm: ms(p99_ms(&mut self.tally.calm)),
+            p99_faulted: ms(p99_ms(&mut self.tally.faulted)),
+            result: if self.passed() { "passed" } else { "FAILED" },
+        }
+    }
+
     fn passed(&self) -> bool {
         self.alive
             && self.leaked == Some(0)
@@ -711,21 +730,22 @@ async fn main() -> std::process::ExitCode {
         let seconds = args.seconds.unwrap_or(120);
         let mut o = run(&args, Case::Soak, seconds).await;
         let sent = o.tally.sent();
+        let shown = o.shown();
         println!(
             "chaos soak: {seconds} s, {} clients: sent {sent} ({:.0}/s); {}; retries {}; leaked {}; \
              peak {:.1} MiB, peak fds {} (before {}, after {}); p99 {} without faults, {} with; {}",
             args.clients,
             sent as f64 / seconds as f64,
-            o.tally.statuses(),
+            shown.statuses,
             o.retries,
-            o.leaked.map_or("unknown".into(), |n| n.to_string()),
+            shown.leaked,
             o.peak_mib,
             o.fds_peak,
             o.fds_start,
             o.fds_end,
-            ms(p99_ms(&mut o.tally.calm)),
-            ms(p99_ms(&mut o.tally.faulted)),
-            if o.passed() { "passed" } else { "FAILED" }
+            shown.p99_calm,
+            shown.p99_faulted,
+            shown.result
         );
         failed |= !o.passed();
     } else {
@@ -738,19 +758,20 @@ async fn main() -> std::process::ExitCode {
                 Some(n) => format!("{} ({n} held)", case.name()),
                 None => case.name().to_owned(),
             };
+            let shown = o.shown();
             println!(
                 "| {name} | {} | {} | {} | {} | {} / {} / {} | {:.1} | {} / {} | {} |",
                 o.tally.sent(),
-                o.tally.statuses(),
+                shown.statuses,
                 o.retries,
-                o.leaked.map_or("unknown".into(), |n| n.to_string()),
+                shown.leaked,
                 o.fds_start,
                 o.fds_peak,
                 o.fds_end,
                 o.peak_mib,
-                ms(p99_ms(&mut o.tally.calm)),
-                ms(p99_ms(&mut o.tally.faulted)),
-                if o.passed() { "passed" } else { "FAILED" }
+                shown.p99_calm,
+                shown.p99_faulted,
+                shown.result
             );
             failed |= !o.passed();
         }
