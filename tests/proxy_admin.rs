@@ -364,6 +364,19 @@ async fn remove_backend_answers_once_its_request_in_flight_has_completed() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!remove.is_finished(), "answered with a request in flight");
     assert!(!held.is_finished());
+    // Draining, it takes no change: a weight would bring requests back.
+    assert_eq!(
+        ask(
+            &proxy,
+            &msg(r#"{"type":"set_backend","msg_id":2,"backend":"a","weight":1}"#)
+        )
+        .await,
+        reply(
+            r#"{"type":"error","in_reply_to":2,"code":22,"text":"backend \"a\" is being removed: it drains until its requests in flight end, and takes no change meanwhile"}"#
+        )
+    );
+    assert_eq!(proxy.stats().await.get("a", "weight"), 0);
+    assert_eq!(fast_pick(&proxy, &[&a, &b]).await, "b");
     gate_a.open();
     let answer = within("the held request", held).await.expect("joined");
     assert_eq!((answer.status, answer.text()), (200, "a"));

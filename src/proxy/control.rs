@@ -31,6 +31,7 @@ use super::upstream::Upstream;
 use super::State;
 use crate::engine::{BackendChange, SharedPool, FULL_RAMP};
 use crate::protocol::write::{key, WriteJson};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -456,14 +457,21 @@ impl State {
     /// Changes the weight, limit or ramp of the backend `name` in the
     /// pool; with `--slow-start`, a weight from 0 to more (undrained)
     /// begins a slow start in the same locked step, unless the change sets
-    /// a ramp itself.
+    /// a ramp itself. `Ok(false)`, changing nothing, for a backend being
+    /// removed (draining): checked in the same locked step as its removal
+    /// began.
     pub(crate) fn reweight(
         &self,
         name: &str,
         change: BackendChange,
-    ) -> Result<(), crate::engine::EngineError> {
+    ) -> Result<bool, crate::engine::EngineError> {
         let mut ramping = None;
+        let mut draining = false;
         self.pool.change_with(name, |backend| {
+            draining = backend.payload().draining.load(Ordering::Relaxed);
+            if draining {
+                return None;
+            }
             let undrained = backend.weight() == 0 && change.weight.is_some_and(|w| w > 0);
             if !undrained || change.ramp.is_some() {
                 return Some(change);
@@ -479,7 +487,7 @@ impl State {
         if let Some((upstream, epoch)) = ramping {
             self.start_ramp(upstream, epoch);
         }
-        Ok(())
+        Ok(!draining)
     }
 }
 

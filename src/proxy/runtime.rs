@@ -16,7 +16,8 @@
 //! new request goes to it, and it leaves the pool when its last request in
 //! flight ends, or when `--grace` has passed (its requests then finish all
 //! the same, uncounted: the engine ignores the end of a lease on a backend
-//! no longer in the pool). Only then is it answered.
+//! no longer in the pool). Only then is it answered. Meanwhile it takes no
+//! `set_backend` (error 22) and no reweighting by a reload.
 //!
 //! A reload reads the file again, with the flags over it as at start, and
 //! makes the pool match its backends: a new name is added, a name gone is
@@ -42,6 +43,7 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use http_body_util::{BodyExt, Limited};
 use hyper::StatusCode;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -209,7 +211,7 @@ async fn apply(state: &Arc<State>, request: Request<'_>) -> Result<Done, Protoco
             ))
         }
         Request::SetBackend(set) => {
-            set_backend(state, &set.backend, set.change).map_err(refusal)?;
+            set_backend(state, &set.backend, set.change)?;
             Ok(Done::Backend(
                 <SetBackend as Message>::REPLY,
                 set.backend.into_owned(),
@@ -304,7 +306,14 @@ async fn drain(state: &State, upstream: &Arc<Upstream>) -> Result<(), EngineErro
         ..BackendChange::default()
     };
     let ours = |b: &crate::engine::Backend<Arc<Upstream>>| Arc::ptr_eq(b.payload(), upstream);
-    state.pool.change_with(name, |b| ours(b).then_some(zero))?;
+    state.pool.change_with(name, |b| {
+        // With the weight, in one step: no change comes between.
+        let drains = ours(b).then_some(zero);
+        if drains.is_some() {
+            upstream.draining.store(true, Ordering::Relaxed);
+        }
+        drains
+    })?;
     let grace = state.config.grace;
     let deadline = Instant::now() + grace;
     loop {
@@ -330,15 +339,28 @@ async fn drain(state: &State, upstream: &Arc<Upstream>) -> Result<(), EngineErro
 }
 
 /// `set_backend`: the weight, limit and ramp in the pool; health through
-/// the backend's reasons, as an operator's.
-fn set_backend(state: &State, name: &str, change: BackendChange) -> Result<(), EngineError> {
-    let upstream = find(state, name)?;
+/// the backend's reasons, as an operator's. A backend being removed takes
+/// no change (error 22): a weight would give it requests again.
+fn set_backend(state: &State, name: &str, change: BackendChange) -> Result<(), ProtocolError> {
+    let upstream = find(state, name).map_err(refusal)?;
+    let draining = || {
+        ProtocolError::new(
+            ErrorCode::PreconditionFailed,
+            format!(
+                "backend {} is being removed: it drains until its requests in flight end, and takes no change meanwhile",
+                crate::engine::short_name(name)
+            ),
+        )
+    };
+    if upstream.draining.load(Ordering::Relaxed) {
+        return Err(draining());
+    }
     let in_pool = BackendChange {
         healthy: None,
         ..change
     };
-    if in_pool != BackendChange::default() {
-        state.reweight(name, in_pool)?;
+    if in_pool != BackendChange::default() && !state.reweight(name, in_pool).map_err(refusal)? {
+        return Err(draining());
     }
     match change.healthy {
         Some(false) => {
@@ -535,9 +557,16 @@ fn change_configured(state: &Arc<State>, upstream: &Arc<Upstream>, backend: &Bac
         max_connections: Some(backend.max_connections),
         ..BackendChange::default()
     };
-    if let Err(e) = state.reweight(&backend.name, change) {
-        tracing::warn!(backend = %backend.name, "not changed: {e}");
-        return;
+    match state.reweight(&backend.name, change) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(backend = %backend.name, "not changed: it is being removed");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(backend = %backend.name, "not changed: {e}");
+            return;
+        }
     }
     if upstream.checks() != backend.health {
         match &backend.health {

@@ -45,6 +45,9 @@ pub struct Upstream {
     /// Its checks' settings and task, while it is checked: a reload that
     /// changes the settings replaces the task.
     checking: Mutex<Option<(HealthCheck, AbortHandle)>>,
+    /// Set, with the pool locked, when its removal begins: it drains, and
+    /// takes no change that would give it requests again.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Why no connection to a backend could be had.
@@ -100,6 +103,7 @@ impl Upstream {
             control: Control::default(),
             response_times: Histogram::default(),
             checking: Mutex::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
