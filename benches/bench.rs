@@ -331,7 +331,7 @@ fn course(dir: &Path, messages: usize) -> anyhow::Result<Workload> {
             .zip(counts.iter().copied())
             .collect();
         pool.apply_snapshot(&snapshot, &mut Vec::new())?;
-        let chosen = pool.pick(None, false).chosen.expect("a backend");
+        let chosen = pool.pick(None, &[], false).chosen.expect("a backend");
         let backend = pool.get_index(chosen).expect("in pool").0.to_owned();
         w.message(&format!(
             r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/api/data","active_connections":{{"api-1":{},"api-2":{},"api-3":{}}}}}"#,
@@ -364,7 +364,7 @@ fn interleaved(
             || (in_flight.len() < busy && rng.below(10) < 6)
             || (in_flight.len() >= busy && rng.below(10) < 4);
         if request {
-            let chosen = pool.pick(None, false).chosen.expect("a backend");
+            let chosen = pool.pick(None, &[], false).chosen.expect("a backend");
             in_flight.push(pool.get_index(chosen).expect("in pool").0.to_owned());
             w.message(&format!(
                 r#"{{"type":"http_request","msg_id":{id},"method":"GET","path":"/"}}"#

@@ -104,18 +104,16 @@ impl Node {
             .map_err(refusal)
     }
 
-    /// Picks a backend other than the `excluded`, noting the change; a
-    /// refusal counts as rejected.
+    /// Picks a backend other than the `excluded`, noting the change.
     pub(crate) fn pick(
         &mut self,
         algorithm: Option<Algorithm>,
         excluded: &[BackendId],
         explain: bool,
     ) -> Pick {
-        let pick = self.pool.pick_with(algorithm, excluded, explain);
-        match pick.chosen {
-            Ok(index) => self.changed.push(index),
-            Err(_) => self.pool.reject(),
+        let pick = self.pool.pick(algorithm, excluded, explain);
+        if let Ok(index) = pick.chosen {
+            self.changed.push(index);
         }
         pick
     }

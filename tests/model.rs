@@ -497,22 +497,14 @@ fn apply(pool: &mut Pool, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
                     }
                 }
             }
-            let chosen = if excluded.is_empty() {
-                pool.pick(*algorithm, false).chosen
-            } else {
-                // Left out by id, as a proxy does: names not in the pool
-                // have none.
-                let ids: Vec<_> = excluded
-                    .iter()
-                    .filter_map(|n| pool.get(n).and(pool.iter().position(|(m, _)| m == n)))
-                    .filter_map(|i| pool.id_at(i))
-                    .collect();
-                let chosen = pool.pick_excluding(*algorithm, &ids);
-                if chosen.is_err() {
-                    pool.reject();
-                }
-                chosen
-            };
+            // Left out by id, as a proxy does: names not in the pool have
+            // none.
+            let ids: Vec<_> = excluded
+                .iter()
+                .filter_map(|n| pool.position(n))
+                .filter_map(|i| pool.id_at(i))
+                .collect();
+            let chosen = pool.pick(*algorithm, &ids, false).chosen;
             let engine = match chosen {
                 Ok(i) => Outcome::Picked(pool.get_index(i).unwrap().0.to_owned()),
                 Err(NoBackend::EmptyPool) => Outcome::NoBackend {

@@ -273,7 +273,7 @@ pub struct Pool<P = ()> {
     /// changes. Empty until round-robin is first used (all zero).
     running_weights: Vec<i128>,
     /// Positions left out of the pick in progress (see
-    /// [`Pool::pick_excluding`]); empty between picks.
+    /// [`Pool::pick_with`]); empty between picks.
     excluded: Vec<usize>,
 }
 
@@ -368,9 +368,8 @@ impl<P> Pool<P> {
     }
 
     /// Counts a request refused for want of an eligible backend, for a
-    /// front-end that refuses after [`Pool::pick_with`] or
-    /// [`Pool::pick_excluding`] (which count nothing themselves: a request
-    /// may wait and be picked later).
+    /// front-end that refuses after [`Pool::pick_with`] (which counts
+    /// nothing itself: a request may wait and be picked later).
     pub fn reject(&mut self) {
         self.rejected += 1;
     }
@@ -406,10 +405,16 @@ impl<P> Pool<P> {
     }
 
     /// Chooses a backend for one new request by `algorithm` (the pool's
-    /// default if `None`) and counts the connection at once. A request that
-    /// finds no eligible backend is counted as rejected.
-    pub fn pick(&mut self, algorithm: Option<Algorithm>, explain: bool) -> Pick {
-        let pick = self.pick_with(algorithm, &[], explain);
+    /// default if `None`), never one of `excluded` (see
+    /// [`Pool::pick_with`]), and counts the connection at once. A request
+    /// that finds no eligible backend is counted as rejected.
+    pub fn pick(
+        &mut self,
+        algorithm: Option<Algorithm>,
+        excluded: &[BackendId],
+        explain: bool,
+    ) -> Pick {
+        let pick = self.pick_with(algorithm, excluded, explain);
         if pick.chosen.is_err() {
             self.rejected += 1;
         }
@@ -460,15 +465,6 @@ impl<P> Pool<P> {
             self.tree.update(&self.backends, position);
         }
         self.excluded.clear();
-    }
-
-    /// [`Pool::pick_with`] without an explanation: the position chosen.
-    pub fn pick_excluding(
-        &mut self,
-        algorithm: Option<Algorithm>,
-        excluded: &[BackendId],
-    ) -> Result<usize, NoBackend> {
-        self.pick_with(algorithm, excluded, false).chosen
     }
 
     /// Counts a new connection on the backend at `index`, which `choose`

@@ -252,7 +252,7 @@ impl<P: Clone> SharedPool<P> {
         let mut shared = lock(&self.shared);
         let Shared { pool, journal } = &mut *shared;
         let used = algorithm.unwrap_or(pool.policy().algorithm);
-        let position = match pool.pick_excluding(Some(used), excluded) {
+        let position = match pool.pick_with(Some(used), excluded, false).chosen {
             Ok(position) => position,
             Err(why) => {
                 if reject {
@@ -266,7 +266,7 @@ impl<P: Clone> SharedPool<P> {
         };
         let (id, payload) = match (pool.id_at(position), pool.get_index(position)) {
             (Some(id), Some((_, backend))) => (id, backend.payload().clone()),
-            // `pick_excluding` returned a position in the pool.
+            // `pick_with` returned a position in the pool.
             _ => return Err(NoBackend::EmptyPool),
         };
         if let Some(journal) = journal {

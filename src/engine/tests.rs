@@ -36,7 +36,7 @@ fn counts(pool: &Pool) -> Vec<u64> {
 fn picks(pool: &mut Pool, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| {
-            let index = pool.pick(None, false).chosen.expect("a backend");
+            let index = pool.pick(None, &[], false).chosen.expect("a backend");
             pool.get_index(index).unwrap().0.to_owned()
         })
         .collect()
@@ -61,7 +61,7 @@ fn picks_fewest_and_counts_eagerly() {
 #[test]
 fn snapshot_appends_in_its_own_order_and_keeps_unlisted_counts() {
     let mut p = pool(&["b"]);
-    p.pick(None, false);
+    p.pick(None, &[], false);
     p.apply_snapshot(&[("z", 4), ("a", 1)], &mut Vec::new())
         .unwrap();
     let names: Vec<&str> = p.iter().map(|(n, _)| n).collect();
@@ -106,7 +106,7 @@ fn duplicate_and_empty_names_are_refused_at_creation() {
 #[test]
 fn empty_pool_has_no_backend_and_counts_the_rejection() {
     let mut p = Pool::new();
-    assert_eq!(p.pick(None, false).chosen, Err(NoBackend::EmptyPool));
+    assert_eq!(p.pick(None, &[], false).chosen, Err(NoBackend::EmptyPool));
     assert_eq!(NoBackend::EmptyPool.to_string(), "no backend available");
     assert_eq!(p.rejected(), 1);
 }
@@ -119,9 +119,9 @@ fn a_saturated_count_is_full_not_wrapped() {
         &mut Vec::new(),
     )
     .unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(1));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(1));
     assert_eq!(counts(&p), [MAX_COUNT, MAX_COUNT]);
-    let none = p.pick(None, false).chosen.unwrap_err();
+    let none = p.pick(None, &[], false).chosen.unwrap_err();
     assert_eq!(
         none,
         NoBackend::NoneEligible {
@@ -136,13 +136,13 @@ fn a_saturated_count_is_full_not_wrapped() {
         "no backend available: all 2 backends are full (at their connection limit)"
     );
     p.complete("full", true, None).unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(0));
 }
 
 #[test]
 fn completion_decrements_and_refuses_unknown_or_idle() {
     let mut p = pool(&["a", "b"]);
-    p.pick(None, false);
+    p.pick(None, &[], false);
     assert_eq!(p.complete("a", true, None), Ok(0));
     assert_eq!(counts(&p), [0, 0]);
     let before = p.clone();
@@ -164,8 +164,8 @@ fn completion_by_id_and_set_counts_match_the_named_ones() {
     let (a, b) = (id(&p, 0), id(&p, 1));
     p.set_active(b, 3).unwrap();
     // b now holds 3: least-connections goes to a, then c.
-    assert_eq!(p.pick(None, false).chosen, Ok(0));
-    assert_eq!(p.pick(None, false).chosen, Ok(2));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(0));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(2));
     assert_eq!(p.release(b, false, Some(5.0)), Ok(Some(1)));
     assert_eq!(counts(&p), [1, 2, 1]);
     let stats = p.get("b").unwrap().stats();
@@ -192,7 +192,7 @@ fn completion_by_id_and_set_counts_match_the_named_ones() {
     assert_eq!(p, before);
     // The index follows set counts: b at 0 is now the least loaded.
     p.set_active(b, 0).unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(1));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(1));
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn scores_compare_exactly_without_floats() {
     );
     p.apply_snapshot(&[("a", 333_333_333_333_333_333), ("b", 1)], &mut Vec::new())
         .unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(0));
     // And the largest values do not overflow the comparison.
     let mut p = pool_with(
         &[spec("a", u64::MAX), spec("b", u64::MAX - 1)],
@@ -250,7 +250,7 @@ fn scores_compare_exactly_without_floats() {
     p.apply_snapshot(&[("a", u64::MAX - 1), ("b", u64::MAX - 2)], &mut Vec::new())
         .unwrap();
     // (2^64-2)/(2^64-1) vs (2^64-3)/(2^64-2): the second is smaller.
-    assert_eq!(p.pick(None, false).chosen, Ok(1));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(1));
 }
 
 #[test]
@@ -280,7 +280,7 @@ fn max_connections_makes_a_backend_full() {
         max_connections: Some(0),
     };
     let mut p = pool_with(&[zero], Policy::default());
-    let none = p.pick(None, false).chosen.unwrap_err();
+    let none = p.pick(None, &[], false).chosen.unwrap_err();
     assert_eq!(
         none.to_string(),
         "no backend available: the only backend is full (at its connection limit)"
@@ -315,7 +315,7 @@ fn no_backend_says_why() {
     )
     .unwrap();
     assert_eq!(
-        p.pick(None, false).chosen.unwrap_err().to_string(),
+        p.pick(None, &[], false).chosen.unwrap_err().to_string(),
         "no backend available: 1 down, 1 drained (weight 0), 1 full (at their connection limit)"
     );
     let mut p = pool(&["a", "b"]);
@@ -330,7 +330,7 @@ fn no_backend_says_why() {
         .unwrap();
     }
     assert_eq!(
-        p.pick(None, false).chosen.unwrap_err().to_string(),
+        p.pick(None, &[], false).chosen.unwrap_err().to_string(),
         "no backend available: all 2 backends are down"
     );
     let mut p = pool(&["a", "b"]);
@@ -345,7 +345,7 @@ fn no_backend_says_why() {
         .unwrap();
     }
     assert_eq!(
-        p.pick(None, false).chosen.unwrap_err().to_string(),
+        p.pick(None, &[], false).chosen.unwrap_err().to_string(),
         "no backend available: all 2 backends are drained (weight 0)"
     );
     assert_eq!(p.rejected(), 1);
@@ -469,7 +469,7 @@ fn power_of_two_choices_prefers_the_lighter_of_two_draws() {
     // The heaviest three can win only against each other; d wins whenever it
     // is drawn (half of all pairs).
     for _ in 0..100 {
-        let pick = p.pick(None, true);
+        let pick = p.pick(None, &[], true);
         let e = pick.explanation.unwrap();
         let [x, y] = e.sampled.unwrap();
         assert!(x < y);
@@ -502,9 +502,12 @@ fn a_request_may_use_another_algorithm_than_the_default() {
     let mut p = pool_with(&[spec("a", 5), spec("b", 1)], Policy::default());
     p.apply_snapshot(&[("a", 0), ("b", 0)], &mut Vec::new())
         .unwrap();
-    assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
     assert_eq!(
-        p.pick(None, false).chosen,
+        p.pick(Some(Algorithm::RoundRobin), &[], false).chosen,
+        Ok(0)
+    );
+    assert_eq!(
+        p.pick(None, &[], false).chosen,
         Ok(1),
         "default is least-connections"
     );
@@ -520,7 +523,7 @@ fn round_robin_tie_break_rotates_among_equals() {
     );
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let index = p.pick(None, false).chosen.unwrap();
+        let index = p.pick(None, &[], false).chosen.unwrap();
         let name = p.get_index(index).unwrap().0.to_owned();
         p.complete(&name, true, None).unwrap();
         seen.push(name);
@@ -537,14 +540,17 @@ fn round_robin_tie_break_counts_from_the_previous_pick_of_any_algorithm() {
     p.apply_snapshot(&[("a", 0), ("b", 5), ("c", 0), ("d", 0)], &mut Vec::new())
         .unwrap();
     // A round-robin pick lands on a (position 0)...
-    assert_eq!(p.pick(Some(Algorithm::RoundRobin), false).chosen, Ok(0));
+    assert_eq!(
+        p.pick(Some(Algorithm::RoundRobin), &[], false).chosen,
+        Ok(0)
+    );
     p.complete("a", true, None).unwrap();
     // ...so among a, c, d the tie goes to the first after position 0: c.
-    assert_eq!(p.pick(None, false).chosen, Ok(2));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(2));
     p.complete("c", true, None).unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(3));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(3));
     p.complete("d", true, None).unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(0), "wraps around");
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(0), "wraps around");
 }
 
 #[test]
@@ -553,13 +559,13 @@ fn round_robin_tie_break_follows_a_removal() {
         &[spec("a", 1), spec("b", 1), spec("c", 1)],
         policy(Algorithm::LeastConnections, TieBreak::RoundRobin),
     );
-    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(0));
     p.complete("a", true, None).unwrap();
-    assert_eq!(p.pick(None, false).chosen, Ok(1)); // b
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(1)); // b
     p.complete("b", true, None).unwrap();
     p.remove("b").unwrap();
     // The pick after b's place is c, now at position 1.
-    assert_eq!(p.pick(None, false).chosen, Ok(1));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(1));
     assert_eq!(p.get_index(1).unwrap().0, "c");
 }
 
@@ -574,7 +580,7 @@ fn random_tie_break_is_reproducible_and_stays_among_the_tied() {
             .unwrap();
         (0..60)
             .map(|_| {
-                let i = p.pick(None, false).chosen.unwrap();
+                let i = p.pick(None, &[], false).chosen.unwrap();
                 let name = p.get_index(i).unwrap().0.to_owned();
                 p.complete(&name, true, None).unwrap();
                 name
@@ -603,7 +609,7 @@ fn add_remove_and_change_backends() {
         Err(EngineError::AlreadyInPool("a".into()))
     );
     assert_eq!(p.add(spec("", 1)), Err(EngineError::EmptyName));
-    p.pick(None, false);
+    p.pick(None, &[], false);
     assert_eq!(p.remove("a"), Ok(0));
     assert_eq!(p.remove("a"), Err(EngineError::UnknownBackend("a".into())));
     assert_eq!(
@@ -682,7 +688,7 @@ fn explanations_show_every_candidate_and_the_tie() {
         },
     )
     .unwrap();
-    let pick = p.pick(None, true);
+    let pick = p.pick(None, &[], true);
     assert_eq!(pick.chosen, Ok(0));
     let e = pick.explanation.unwrap();
     assert_eq!(e.algorithm, Algorithm::LeastConnections);
@@ -715,10 +721,10 @@ fn explanations_show_every_candidate_and_the_tie() {
         })
     );
     // Without a tie there is no tie record; without explain, no explanation.
-    let pick = p.pick(None, true);
+    let pick = p.pick(None, &[], true);
     assert_eq!(pick.chosen, Ok(1));
     assert_eq!(pick.explanation.unwrap().tie, None);
-    assert_eq!(p.pick(None, false).explanation, None);
+    assert_eq!(p.pick(None, &[], false).explanation, None);
 }
 
 #[test]
@@ -824,7 +830,7 @@ fn power_of_two_choices_compares_at_the_ramp() {
     // b: 1 ÷ 0.25 = 4 against 3, then a: 4 ÷ 1 ties with b, a wins the tie.
     ramp_to(&mut p, "b", 25);
     assert_eq!(picks(&mut p, 2), ["a", "a"]);
-    let e = p.pick(None, true).explanation.unwrap();
+    let e = p.pick(None, &[], true).explanation.unwrap();
     assert_eq!(
         e.candidates[1].score,
         Some(Score::Ratio {
@@ -929,7 +935,7 @@ fn an_explanation_shows_excluded_backends_and_a_refusal_counts_them_as_tried() {
     assert_eq!(p.rejected(), 0, "pick_with counts no refusal");
     assert_eq!(counts(&p), [0, 1, 0]);
     // The exclusion ends with the pick.
-    assert_eq!(p.pick(None, false).chosen, Ok(0));
+    assert_eq!(p.pick(None, &[], false).chosen, Ok(0));
 }
 
 #[test]

@@ -347,7 +347,6 @@ impl State {
     ) -> Option<Moved> {
         let mut f = Some(f);
         let mut outcome = None;
-        let slow_start = self.config.slow_start;
         let mut ramping = None;
         let _ = self.pool.change_with(&upstream.name, |backend| {
             let mut inner = upstream.control.lock();
@@ -366,13 +365,11 @@ impl State {
             };
             // Eased in from the step that brings it back: no request
             // finds it at its whole weight in between.
-            let ramp = if moved == Moved::Back && !slow_start.is_zero() {
-                inner.ramp_epoch += 1;
-                ramping = Some((Arc::clone(backend.payload()), inner.ramp_epoch));
-                Some(FIRST_RAMP)
-            } else {
-                None
-            };
+            let epoch = (moved == Moved::Back)
+                .then(|| self.first_ramp(&mut inner))
+                .flatten();
+            ramping = epoch.map(|epoch| (Arc::clone(backend.payload()), epoch));
+            let ramp = epoch.map(|_| FIRST_RAMP);
             outcome = Some((Some(moved), why));
             (backend.healthy() == out).then(|| BackendChange {
                 healthy: Some(!out),
@@ -411,14 +408,14 @@ impl State {
         moved
     }
 
-    /// With `--slow-start`, the first ramp of a backend becoming eligible,
-    /// and the epoch of its slow start; to be called with the pool locked,
-    /// from the step that makes it eligible. `None` without slow start.
-    fn first_ramp(&self, upstream: &Upstream) -> Option<u64> {
+    /// With `--slow-start`, begins a slow start of the backend whose
+    /// control `inner` is: the epoch of its ramp, which then starts at
+    /// [`FIRST_RAMP`]. To be called with the pool locked, from the step
+    /// that makes the backend eligible. `None` without slow start.
+    fn first_ramp(&self, inner: &mut Inner) -> Option<u64> {
         if self.config.slow_start.is_zero() {
             return None;
         }
-        let mut inner = upstream.control.lock();
         inner.ramp_epoch += 1;
         Some(inner.ramp_epoch)
     }
@@ -442,7 +439,7 @@ impl State {
     ) -> Result<(), crate::engine::EngineError> {
         let mut epoch = None;
         self.pool.add_then(spec, Arc::clone(upstream), |_| {
-            epoch = self.first_ramp(upstream);
+            epoch = self.first_ramp(&mut upstream.control.lock());
             epoch.map(|_| BackendChange {
                 ramp: Some(FIRST_RAMP),
                 ..BackendChange::default()
@@ -477,7 +474,7 @@ impl State {
                 return Some(change);
             }
             let upstream = backend.payload();
-            let epoch = self.first_ramp(upstream);
+            let epoch = self.first_ramp(&mut upstream.control.lock());
             ramping = epoch.map(|epoch| (Arc::clone(upstream), epoch));
             Some(BackendChange {
                 ramp: epoch.map(|_| FIRST_RAMP),

@@ -22,6 +22,7 @@
 use super::config::Record;
 use super::upstream::Upstream;
 use crate::engine::{Algorithm, BackendChange, BackendId, Journal, NoBackend, Pool, FULL_RAMP};
+use crate::message;
 use crate::protocol::write::{key, WriteJson};
 use anyhow::Context;
 use std::fs::File;
@@ -157,14 +158,17 @@ impl Lines {
         let Some((name, backend)) = pool.get_index(position) else {
             return;
         };
-        self.output.raw(key!("backend"));
-        self.output.str(name);
-        self.output.raw(key!("active_connections"));
-        self.output.raw(b"{");
-        self.output.str(name);
-        self.output.raw(b":");
-        self.output.u64(backend.active());
-        self.output.raw(b"}");
+        message::write_backend_reply(name, &mut self.output, |out| {
+            message::write_counts([(name, backend.active())], out)
+        });
+    }
+
+    /// The message's `"backend":NAME` for the backend at `position`.
+    fn name_of(&mut self, pool: &Pool<Arc<Upstream>>, position: usize) {
+        if let Some((name, _)) = pool.get_index(position) {
+            self.input.raw(key!("backend"));
+            self.input.str(name);
+        }
     }
 
     fn init(&mut self, pool: &Pool<Arc<Upstream>>) {
@@ -264,10 +268,7 @@ impl Journal<Arc<Upstream>> for Lines {
         duration_ms: Option<f64>,
     ) {
         self.begin(b"request_complete", b"request_complete_ok");
-        if let Some((name, _)) = pool.get_index(position) {
-            self.input.raw(key!("backend"));
-            self.input.str(name);
-        }
+        self.name_of(pool, position);
         self.input.raw(key!("ok"));
         self.input.bool(ok);
         if let Some(ms) = duration_ms {
@@ -280,10 +281,7 @@ impl Journal<Arc<Upstream>> for Lines {
 
     fn changed(&mut self, pool: &Pool<Arc<Upstream>>, position: usize, change: &BackendChange) {
         self.begin(b"set_backend", b"set_backend_ok");
-        if let Some((name, _)) = pool.get_index(position) {
-            self.input.raw(key!("backend"));
-            self.input.str(name);
-        }
+        self.name_of(pool, position);
         if let Some(healthy) = change.healthy {
             self.input.raw(key!("healthy"));
             self.input.bool(healthy);

@@ -310,7 +310,7 @@ impl Sim<'_, '_> {
             self.series_start = Some(now);
             self.sample_series(now);
         }
-        let Ok(backend) = self.pools[balancer].pick(None, false).chosen else {
+        let Ok(backend) = self.pools[balancer].pick(None, &[], false).chosen else {
             if measured {
                 self.out.rejected += 1;
             }
