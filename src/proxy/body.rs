@@ -201,9 +201,12 @@ pub struct Relay {
     end: Option<End>,
     /// The longest wait for the backend's next frame.
     timeout: Duration,
-    /// Armed at the first wait since the last frame, so that time spent
-    /// while the client was not ready for more does not count.
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set at the first wait since the last frame, so that time spent
+    /// while the client was not ready for more does not count; made once,
+    /// then reset for each wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `timer` runs for the wait in progress.
+    waiting: bool,
 }
 
 /// What the end of a relayed body settles.
@@ -234,7 +237,8 @@ impl Relay {
                 ok,
             }),
             timeout,
-            waiting: None,
+            timer: None,
+            waiting: false,
         }
     }
 
@@ -268,10 +272,13 @@ impl Body for Relay {
         match &polled {
             Poll::Pending => {
                 let timeout = this.timeout;
-                let waiting = this
-                    .waiting
+                let timer = this
+                    .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if waiting.as_mut().poll(cx).is_ready() {
+                if !std::mem::replace(&mut this.waiting, true) {
+                    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
                     this.finish(false, true);
                     let why = format!("the backend sent no more of its body within {timeout:?}");
                     return Poll::Ready(Some(Err(why.into())));
@@ -283,7 +290,7 @@ impl Body for Relay {
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(true, false),
             Poll::Ready(Some(Ok(_))) => {}
         }
-        this.waiting = None;
+        this.waiting = false;
         polled.map_err(Into::into)
     }
 

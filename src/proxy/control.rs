@@ -135,7 +135,7 @@ impl Control {
     }
 
     /// What its checks have seen, if it is checked.
-    #[allow(dead_code)] // for the operator's controls, and tests
+    #[cfg(test)]
     pub fn checks(&self) -> Option<Checks> {
         self.lock().checks.clone()
     }
