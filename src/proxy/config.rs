@@ -435,6 +435,73 @@ impl Config {
     pub fn checks_for_added(&self, name: &str) -> anyhow::Result<Option<HealthCheck>> {
         HealthLayer::default().resolve(&self.health, name)
     }
+
+    /// The settings a reload cannot change that `new` changes, by their
+    /// flags. Every setting but the backends and the pool's health checks
+    /// (which apply to backends added later) is one: the pattern is
+    /// exhaustive, so that a new setting must be placed.
+    pub fn fixed_changes(&self, new: &Config) -> Vec<&'static str> {
+        let old = self;
+        let Config {
+            listen,
+            admin,
+            backends: _,
+            health: _,
+            algorithm,
+            tie_break,
+            seed,
+            threads,
+            retries,
+            max_fails,
+            fail_timeout,
+            fail_on_5xx,
+            queue,
+            queue_timeout,
+            connect_timeout,
+            response_timeout,
+            header_timeout,
+            idle_timeout,
+            backend_idle_timeout,
+            grace,
+            log,
+            access_log,
+            slow_start,
+            record,
+        } = new;
+        [
+            (old.listen != *listen, "listen"),
+            (old.admin != *admin, "admin"),
+            (old.algorithm != *algorithm, "algorithm"),
+            (old.tie_break != *tie_break, "tie-break"),
+            (old.seed != *seed, "seed"),
+            (old.threads != *threads, "threads"),
+            (old.retries != *retries, "retries"),
+            (old.max_fails != *max_fails, "max-fails"),
+            (old.fail_timeout != *fail_timeout, "fail-timeout"),
+            (old.fail_on_5xx != *fail_on_5xx, "fail-on-5xx"),
+            (old.queue != *queue, "queue"),
+            (old.queue_timeout != *queue_timeout, "queue-timeout"),
+            (old.connect_timeout != *connect_timeout, "connect-timeout"),
+            (
+                old.response_timeout != *response_timeout,
+                "response-timeout",
+            ),
+            (old.header_timeout != *header_timeout, "header-timeout"),
+            (old.idle_timeout != *idle_timeout, "idle-timeout"),
+            (
+                old.backend_idle_timeout != *backend_idle_timeout,
+                "backend-idle-timeout",
+            ),
+            (old.grace != *grace, "grace"),
+            (old.log != *log, "log"),
+            (old.access_log != *access_log, "access-log"),
+            (old.slow_start != *slow_start, "slow-start"),
+            (old.record != *record, "record"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, name)| changed.then_some(name))
+        .collect()
+    }
 }
 
 /// Where the settings came from, to read them again on SIGHUP: the file,
@@ -532,6 +599,31 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_names_each_setting_it_cannot_change_and_no_other() {
+        let on = |address: &str| Settings {
+            backends: Some(vec![BackendSpec::parse(address).expect("a backend")]),
+            ..Settings::default()
+        };
+        let before = on("127.0.0.1:9001").resolve().expect("valid");
+        assert_eq!(before.fixed_changes(&before), Vec::<&str>::new());
+        // The backends may change.
+        let moved = on("127.0.0.1:9002").resolve().expect("valid");
+        assert_eq!(before.fixed_changes(&moved), Vec::<&str>::new());
+        let after = Settings {
+            listen: Some("127.0.0.1:8090".into()),
+            slow_start: Some(Duration::from_secs(10)),
+            backend_idle_timeout: Some(Duration::from_secs(5)),
+            ..on("127.0.0.1:9001")
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(
+            before.fixed_changes(&after),
+            ["listen", "backend-idle-timeout", "slow-start"]
+        );
+    }
 
     #[test]
     fn backend_specs_take_a_name_a_weight_and_a_limit() {

@@ -388,7 +388,7 @@ pub async fn reload(state: &Arc<State>) {
             return;
         }
     };
-    let fixed = fixed_changes(&state.config, &config);
+    let fixed = state.config.fixed_changes(&config);
     if !fixed.is_empty() {
         tracing::warn!(
             "reload of {path}: {} changed but cannot change at run time: ignored until a restart",
@@ -578,40 +578,6 @@ fn change_configured(state: &Arc<State>, upstream: &Arc<Upstream>, backend: &Bac
             }
         }
     }
-}
-
-/// The settings a reload cannot change that `new` changes.
-fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    [
-        (old.listen != new.listen, "listen"),
-        (old.admin != new.admin, "admin"),
-        (old.threads != new.threads, "threads"),
-        (old.algorithm != new.algorithm, "algorithm"),
-        (old.tie_break != new.tie_break, "tie-break"),
-        (old.seed != new.seed, "seed"),
-        (old.retries != new.retries, "retries"),
-        (old.max_fails != new.max_fails, "max-fails"),
-        (old.fail_timeout != new.fail_timeout, "fail-timeout"),
-        (old.fail_on_5xx != new.fail_on_5xx, "fail-on-5xx"),
-        (old.queue != new.queue, "queue"),
-        (old.queue_timeout != new.queue_timeout, "queue-timeout"),
-        (
-            old.connect_timeout != new.connect_timeout,
-            "connect-timeout",
-        ),
-        (
-            old.response_timeout != new.response_timeout,
-            "response-timeout",
-        ),
-        (old.header_timeout != new.header_timeout, "header-timeout"),
-        (old.idle_timeout != new.idle_timeout, "idle-timeout"),
-        (old.grace != new.grace, "grace"),
-        (old.log != new.log, "log"),
-        (old.access_log != new.access_log, "access-log"),
-    ]
-    .into_iter()
-    .filter_map(|(changed, name)| changed.then_some(name))
-    .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
