@@ -25,7 +25,6 @@ use super::body::Reply;
 use super::{runtime, State};
 use crate::message::stats::write_stats;
 use crate::protocol::write::{key, WriteJson};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -85,12 +84,7 @@ async fn answer(
             b"{\"error\":\"not found: GET /, GET /stats, GET /metrics, POST /messages\"}".to_vec(),
         ),
     };
-    let mut response = Response::new(Reply::Own(http_body_util::Full::new(body.into())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(response)
+    Ok(Reply::response(status, "application/json", body))
 }
 
 /// The stats document.

@@ -171,11 +171,6 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// A body of the proxy's own.
-    pub fn text(text: String) -> Reply {
-        Reply::Own(Full::new(Bytes::from(text)))
-    }
-
     pub fn empty() -> Reply {
         Reply::Own(Full::new(Bytes::new()))
     }

@@ -518,11 +518,5 @@ fn answer(status: StatusCode, why: String) -> Response<Reply> {
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     );
-    let mut response = Response::new(Reply::text(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    Reply::response(status, "text/plain; charset=utf-8", text)
 }

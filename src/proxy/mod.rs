@@ -188,11 +188,10 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
             let (recorder, journal) = pool.read(|p| record::Recorder::start(paths, p))?;
             pool.set_journal(journal);
             tokio::spawn(flush_now_and_then(pool.clone()));
-            Some(recorder)
+            Some((recorder, pool.clone()))
         }
         None => None,
     };
-    let journaled = pool.clone();
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
     let (stop, stopping) = watch::channel(false);
     let state = Arc::new(State {
@@ -275,7 +274,7 @@ async fn serve(config: Config, source: Option<config::Source>) -> anyhow::Result
         Ok(_) => tracing::info!("all requests finished"),
         Err(_) => tracing::warn!("the grace period ended with requests still in flight"),
     }
-    if let Some(recorder) = recorder {
+    if let Some((recorder, journaled)) = recorder {
         // Dropped, the journal hands its last lines over.
         drop(journaled.take_journal());
         recorder.finish();
