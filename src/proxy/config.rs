@@ -720,6 +720,8 @@ mod example {
         assert_eq!(weights, [4, 2, 1]);
         assert_eq!(config.max_fails, 3);
         assert_eq!(config.queue_timeout, Duration::from_secs(5));
+        assert_eq!(config.slow_start, Duration::from_secs(30));
+        assert_eq!(config.backend_idle_timeout, Duration::from_secs(60));
         // HAProxy's `check inter 3s fall 3 rise 2`, on every server.
         let article = HealthCheck {
             path: "/health".into(),
