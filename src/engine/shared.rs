@@ -95,16 +95,9 @@ impl<P: fmt::Debug> fmt::Debug for Shared<P> {
 }
 
 /// A pool shared by tasks: cheap to clone, every clone the same pool.
+#[derive(Debug)]
 pub struct SharedPool<P> {
     shared: Arc<Mutex<Shared<P>>>,
-}
-
-impl<P: fmt::Debug> fmt::Debug for SharedPool<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedPool")
-            .field("shared", &self.shared)
-            .finish()
-    }
 }
 
 impl<P> Clone for SharedPool<P> {

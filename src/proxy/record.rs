@@ -21,7 +21,7 @@
 
 use super::config::Record;
 use super::upstream::Upstream;
-use crate::engine::{Algorithm, BackendChange, BackendId, Journal, NoBackend, Pool, FULL_RAMP};
+use crate::engine::{Algorithm, BackendChange, BackendId, Journal, NoBackend, Pool};
 use crate::message;
 use crate::protocol::write::{key, WriteJson};
 use anyhow::Context;
@@ -56,10 +56,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Creates both files, writes the pool's `init` (and a `set_backend`
-    /// for each backend already out or easing in), and returns the
-    /// recorder and the journal to set on the pool before anything else
-    /// can change it.
+    /// Creates both files, writes the pool's `init`, and returns the
+    /// recorder and the journal to set on the pool before anything can
+    /// change it: as built, every backend in, at its whole weight, with no
+    /// count, which is all `init` says.
     pub fn start(
         paths: &Record,
         pool: &Pool<Arc<Upstream>>,
@@ -193,18 +193,6 @@ impl Lines {
         self.input.raw(key!("counts"));
         self.input.str("changed");
         self.end();
-        // The state a backend may be in at the start that `init` does not
-        // say: out, or easing in.
-        for (position, (_, backend)) in pool.iter().enumerate() {
-            if !backend.healthy() || backend.ramp() < FULL_RAMP {
-                let change = BackendChange {
-                    healthy: (!backend.healthy()).then_some(false),
-                    ramp: (backend.ramp() < FULL_RAMP).then_some(backend.ramp()),
-                    ..BackendChange::default()
-                };
-                self.changed(pool, position, &change);
-            }
-        }
     }
 
     /// An `http_request`'s `algorithm`, when not the pool's, and `exclude`.
