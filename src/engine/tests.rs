@@ -28,6 +28,15 @@ fn policy(algorithm: Algorithm, tie_break: TieBreak) -> Policy {
     }
 }
 
+/// Takes the backend `name` out, as a failed health check would.
+fn mark_down(pool: &mut Pool, name: &str) {
+    let down = BackendChange {
+        healthy: Some(false),
+        ..Default::default()
+    };
+    pool.change(name, down).expect("in the pool");
+}
+
 fn counts(pool: &Pool) -> Vec<u64> {
     pool.iter().map(|(_, b)| b.active()).collect()
 }
@@ -290,14 +299,7 @@ fn max_connections_makes_a_backend_full() {
 #[test]
 fn no_backend_says_why() {
     let mut p = pool(&["a", "b", "c"]);
-    p.change(
-        "a",
-        BackendChange {
-            healthy: Some(false),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    mark_down(&mut p, "a");
     p.change(
         "b",
         BackendChange {
@@ -320,14 +322,7 @@ fn no_backend_says_why() {
     );
     let mut p = pool(&["a", "b"]);
     for name in ["a", "b"] {
-        p.change(
-            name,
-            BackendChange {
-                healthy: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        mark_down(&mut p, name);
     }
     assert_eq!(
         p.pick(None, &[], false).chosen.unwrap_err().to_string(),
@@ -383,14 +378,7 @@ fn smooth_round_robin_skips_ineligible_and_keeps_current_weights_across_changes(
     // a  6, b -4, c 4, d 2 → a;                     a = 6-8 = -2
     // a  3, b -3, c 5, d 3 → c;                     c = 5-8 = -3
     assert_eq!(picks(&mut p, 3), ["b", "a", "c"]);
-    p.change(
-        "a",
-        BackendChange {
-            healthy: Some(false),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    mark_down(&mut p, "a");
     let names = picks(&mut p, 6);
     assert!(!names.contains(&"a".to_owned()), "{names:?}");
 }
@@ -431,14 +419,7 @@ fn random_never_picks_an_ineligible_backend() {
         &[spec("a", 5), spec("drained", 0), spec("c", 1)],
         policy(Algorithm::Random, TieBreak::LowestIndex),
     );
-    p.change(
-        "a",
-        BackendChange {
-            healthy: Some(false),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    mark_down(&mut p, "a");
     assert!(picks(&mut p, 200).iter().all(|n| n == "c"));
 }
 
@@ -680,14 +661,7 @@ fn explanations_show_every_candidate_and_the_tie() {
     );
     p.apply_snapshot(&[("a", 2), ("b", 1), ("c", 3)], &mut Vec::new())
         .unwrap();
-    p.change(
-        "c",
-        BackendChange {
-            healthy: Some(false),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    mark_down(&mut p, "c");
     let pick = p.pick(None, &[], true);
     assert_eq!(pick.chosen, Ok(0));
     let e = pick.explanation.unwrap();
@@ -903,14 +877,7 @@ fn loads_with_ramps_compare_exactly_at_the_extremes() {
 #[test]
 fn an_explanation_shows_excluded_backends_and_a_refusal_counts_them_as_tried() {
     let mut p = pool(&["a", "b", "c"]);
-    p.change(
-        "c",
-        BackendChange {
-            healthy: Some(false),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    mark_down(&mut p, "c");
     let (a, c) = (p.id_at(0).unwrap(), p.id_at(2).unwrap());
     let pick = p.pick_with(None, &[a, c], true);
     assert_eq!(pick.chosen, Ok(1));
